@@ -1,0 +1,216 @@
+//! [`BiEncoder`]: texts in, pooled (and normalised) embeddings out; cosine relevance.
+//!
+//! Reads the sentence-transformers layout of a model directory: `sentence_bert_config.json`
+//! (`max_seq_length`), `1_Pooling/config.json` (mean or CLS pooling) and `modules.json`
+//! (whether a `Normalize` module follows).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::Deserialize;
+
+use crate::batching::{plan_batches, run_with_backoff};
+use crate::config::ModelConfig;
+use crate::cross_encoder::{effective_max_length, rank_scores, CrossEncoderOptions, Ranked};
+use crate::device::Precision;
+use crate::error::{EncoderError, Result};
+use crate::models::PackedBatch;
+use crate::tokenizer::{EncodedPair, PairTokenizer};
+use crate::Model;
+
+/// Pooling of token embeddings into one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingPooling {
+    /// Mean over the tokens (sentence-transformers' usual choice).
+    Mean,
+    /// The first token.
+    Cls,
+}
+
+#[derive(Deserialize, Default)]
+struct SbertConfig {
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+fn read_json_opt<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| EncoderError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| EncoderError::malformed(path, e))
+}
+
+/// An embedding model (BERT or ModernBERT encoder) scoring by cosine similarity.
+///
+/// ```no_run
+/// use tantivy_rerank_encoders::{BiEncoder, CrossEncoderOptions};
+/// # fn main() -> Result<(), tantivy_rerank_encoders::EncoderError> {
+/// let model = BiEncoder::from_dir("models/all-MiniLM-L6-v2", CrossEncoderOptions::default())?;
+/// let scores = model.score("a query", &["a document", "another one"])?;
+/// assert_eq!(scores.len(), 2);
+/// # Ok(()) }
+/// ```
+pub struct BiEncoder {
+    model: Model,
+    tokenizer: PairTokenizer,
+    pooling: EmbeddingPooling,
+    normalize: bool,
+    max_length: usize,
+    batch_size: usize,
+    max_batch_tokens: Option<usize>,
+    device: Device,
+    dtype: DType,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for BiEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BiEncoder")
+            .field("dir", &self.dir)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .field("max_length", &self.max_length)
+            .finish()
+    }
+}
+
+impl BiEncoder {
+    /// Load from a local directory (sentence-transformers or plain transformers layout).
+    /// `options.max_length` overrides `max_seq_length`.
+    pub fn from_dir(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        let config_path = dir.join("config.json");
+        let config = ModelConfig::from_file(&config_path)?;
+        let family = config.common.family(&config_path)?;
+        let device = options.device.open()?;
+        let dtype = options.dtype.unwrap_or_else(|| Precision::default_for(&device)).dtype();
+        let tokenizer = PairTokenizer::from_dir(dir)?;
+        let model = Model::load(dir, &config, family, dtype, &device, None)?;
+        let sbert: SbertConfig = read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
+        let pooling_cfg: Option<PoolingConfig> = read_json_opt(&dir.join("1_Pooling").join("config.json"))?;
+        let pooling = match pooling_cfg {
+            Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => EmbeddingPooling::Cls,
+            _ => EmbeddingPooling::Mean,
+        };
+        let modules: Option<Vec<ModuleEntry>> = read_json_opt(&dir.join("modules.json"))?;
+        let normalize = modules
+            .map(|m| m.iter().any(|e| e.kind.ends_with("Normalize")))
+            .unwrap_or(true);
+        let max_length = effective_max_length(
+            options.max_length.or(sbert.max_seq_length),
+            tokenizer.model_max_length(),
+            model.max_position_embeddings(),
+        )?;
+        let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            normalize,
+            max_length,
+            batch_size: options.batch_size.max(1),
+            max_batch_tokens: options
+                .max_batch_tokens
+                .or(Some(if device.is_cuda() { 65_536 } else { 16_384 })),
+            device,
+            dtype,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Load from a directory if `id_or_dir` is one, else from the Hub.
+    pub fn load(id_or_dir: &str, options: CrossEncoderOptions) -> Result<Self> {
+        let dir = crate::hub::resolve_model(id_or_dir, options.revision.as_deref())?;
+        Self::from_dir(dir, options)
+    }
+
+    /// Effective maximum tokens per text.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// The tokenizer (with truncation applied).
+    pub fn tokenizer(&self) -> &PairTokenizer {
+        &self.tokenizer
+    }
+
+    /// Embeddings of `texts`, in input order.
+    pub fn embed<T: AsRef<str> + Sync>(&self, texts: &[T]) -> Result<Vec<Vec<f32>>> {
+        let encodings = self.tokenizer.encode_texts(texts)?;
+        self.embed_encodings(&encodings)
+    }
+
+    /// Embeddings of already encoded texts.
+    pub fn embed_encodings(&self, encodings: &[EncodedPair]) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
+        let mut out = vec![Vec::new(); encodings.len()];
+        for batch in plan_batches(&lengths, self.batch_size, self.max_batch_tokens) {
+            let mut run = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
+                let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &encodings[i]).collect();
+                let packed = PackedBatch::new(&refs, &self.device, self.dtype)?;
+                let hidden = self.model.hidden(&packed)?;
+                let pooled = match self.pooling {
+                    EmbeddingPooling::Mean => packed.mean_pool(&hidden)?,
+                    EmbeddingPooling::Cls => packed.first_tokens(&hidden)?,
+                };
+                let mut rows = pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                if self.normalize {
+                    for r in &mut rows {
+                        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                        r.iter_mut().for_each(|x| *x /= norm);
+                    }
+                }
+                Ok(rows)
+            };
+            let rows = run_with_backoff(&batch, &mut run)?;
+            for (&i, row) in batch.iter().zip(rows) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Cosine similarity of `query` with each document.
+    pub fn score<D: AsRef<str> + Sync>(&self, query: &str, documents: &[D]) -> Result<Vec<f32>> {
+        if documents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = self.embed(&[query])?.pop().unwrap_or_default();
+        let docs = self.embed(documents)?;
+        Ok(docs.iter().map(|d| cosine(&q, d)).collect())
+    }
+
+    /// Documents best first by cosine similarity.
+    pub fn rank<D: AsRef<str> + Sync>(&self, query: &str, documents: &[D], top_k: Option<usize>) -> Result<Vec<Ranked>> {
+        rank_scores(&self.score(query, documents)?, top_k)
+    }
+}
+
+/// Cosine similarity (0 for a zero vector).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}

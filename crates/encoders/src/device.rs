@@ -1,0 +1,133 @@
+//! Device and dtype selection (`--device auto|cpu|cuda:N`, `--dtype f32|f16|bf16`).
+
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EncoderError, Result};
+
+/// Where to run a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DeviceSpec {
+    /// CUDA device 0 when compiled in and present, otherwise the CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device `n`.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = EncoderError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" | "gpu" => Ok(DeviceSpec::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| EncoderError::InvalidOption {
+                    name: "device".into(),
+                    value: other.into(),
+                    reason: "expected auto, cpu, cuda or cuda:N".into(),
+                }),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Open the device.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => open_cuda(n),
+            DeviceSpec::Auto => match open_cuda(0) {
+                Ok(d) => Ok(d),
+                Err(e) => {
+                    tracing::info!("device auto: using the CPU ({e})");
+                    Ok(Device::Cpu)
+                }
+            },
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(n: usize) -> Result<Device> {
+    Device::new_cuda(n).map_err(|e| EncoderError::Device {
+        requested: format!("cuda:{n}"),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(n: usize) -> Result<Device> {
+    Err(EncoderError::Device {
+        requested: format!("cuda:{n}"),
+        reason: "this build has no CUDA support (rebuild with --features cuda)".into(),
+    })
+}
+
+/// Compute precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = EncoderError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" | "fp32" => Ok(Precision::F32),
+            "f16" | "float16" | "fp16" | "half" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(EncoderError::InvalidOption {
+                name: "dtype".into(),
+                value: other.into(),
+                reason: "expected f32, f16 or bf16".into(),
+            }),
+        }
+    }
+}
+
+impl Precision {
+    /// The candle dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    /// Default for a device: bf16 on CUDA, f32 on the CPU.
+    pub fn default_for(device: &Device) -> Self {
+        if device.is_cuda() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_devices() {
+        assert_eq!("cuda:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(1));
+        assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
+        assert!("tpu".parse::<DeviceSpec>().is_err());
+        assert!(DeviceSpec::Auto.open().is_ok());
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("int8".parse::<Precision>().is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! Transformer encoders over a packed (unpadded) batch.
+//!
+//! Every linear layer, norm and MLP runs on the tokens of all sequences concatenated
+//! (`[total_tokens, hidden]`), so no FLOPs are spent on padding. Attention is the only step
+//! that needs sequence boundaries: [`PackedBatch`] carries them, and [`attention`] pads
+//! inside attention only (or, with the `flash-attn` feature on CUDA, uses varlen kernels).
+
+pub mod bert;
+pub mod modernbert;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+
+use crate::error::{EncoderError, Result};
+use crate::tokenizer::EncodedPair;
+use crate::weights::Weights;
+
+/// Hidden activations named in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact (erf) GELU: transformers' `gelu`.
+    Gelu,
+    /// Tanh-approximated GELU: `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`.
+    GeluTanh,
+    Relu,
+    Silu,
+    Tanh,
+}
+
+impl Activation {
+    pub(crate) fn parse(name: &str, field: &str, path: &Path) -> Result<Self> {
+        match name {
+            "gelu" | "gelu_python" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            "silu" | "swish" => Ok(Activation::Silu),
+            "tanh" => Ok(Activation::Tanh),
+            other => Err(EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                field: field.into(),
+                value: other.into(),
+                reason: "supported: gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, swish, tanh".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn apply(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Gelu => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
+            Activation::Relu => xs.relu(),
+            Activation::Silu => xs.silu(),
+            Activation::Tanh => xs.tanh(),
+        }
+    }
+}
+
+/// `nn.Linear`: `y = x W^T + b`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Load `name.weight` (`[out, in]`) and, if `bias` is true, `name.bias`.
+    pub(crate) fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = w.get(&[out_dim, in_dim], "weight")?;
+        let bias = if bias {
+            Some(w.get(&[out_dim], "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// Load with the bias taken if the checkpoint has one.
+    pub(crate) fn load_auto_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = w.get(&[out_dim, in_dim], "weight")?;
+        let bias = w.get_opt(&[out_dim], "bias")?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Apply to `[n, in]`.
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = xs.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => ys.broadcast_add(b),
+            None => Ok(ys),
+        }
+    }
+}
+
+/// `nn.LayerNorm` with an optional bias (ModernBERT's `norm_bias=false`).
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub(crate) fn load(w: &Weights, dim: usize, bias: bool, eps: f64) -> Result<Self> {
+        let weight = w.get(&[dim], "weight")?;
+        let bias = if bias {
+            w.get(&[dim], "bias")?
+        } else {
+            Tensor::zeros(dim, weight.dtype(), weight.device())?
+        };
+        Ok(Self {
+            weight,
+            bias,
+            eps: eps as f32,
+        })
+    }
+
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = xs.contiguous()?;
+        candle_nn::ops::layer_norm(&xs, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// A batch of token sequences stored back to back without padding.
+#[derive(Debug, Clone)]
+pub struct PackedBatch {
+    /// `[total_tokens]` u32 token ids.
+    pub input_ids: Tensor,
+    /// `[total_tokens]` u32 segment ids.
+    pub token_type_ids: Tensor,
+    /// `[total_tokens]` u32 positions, restarting at 0 for every sequence.
+    pub position_ids: Tensor,
+    /// Length of each sequence.
+    pub seq_lens: Vec<usize>,
+    /// Offsets of each sequence's first token, plus the total (`cu_seqlens`).
+    pub cu_seqlens: Vec<u32>,
+    /// Longest sequence.
+    pub max_len: usize,
+    pad_index: Tensor,
+    unpad_index: Tensor,
+    key_mask: Tensor,
+    first_token_index: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl PackedBatch {
+    /// Pack encodings for one forward pass; `dtype` is the model's compute dtype.
+    pub fn new(encodings: &[&EncodedPair], device: &Device, dtype: DType) -> Result<Self> {
+        let total: usize = encodings.iter().map(|e| e.len()).sum();
+        let max_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let b = encodings.len();
+        let mut ids = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut pos = Vec::with_capacity(total);
+        let mut cu = Vec::with_capacity(b + 1);
+        let mut pad_index = vec![0u32; b * max_len];
+        let mut unpad_index = Vec::with_capacity(total);
+        let mut key_mask = vec![f32::NEG_INFINITY; b * max_len];
+        let mut offset = 0u32;
+        for (i, e) in encodings.iter().enumerate() {
+            cu.push(offset);
+            ids.extend_from_slice(&e.ids);
+            if e.type_ids.len() == e.ids.len() {
+                types.extend_from_slice(&e.type_ids);
+            } else {
+                types.extend(std::iter::repeat_n(0u32, e.ids.len()));
+            }
+            for t in 0..e.len() {
+                pos.push(t as u32);
+                pad_index[i * max_len + t] = offset + t as u32;
+                unpad_index.push((i * max_len + t) as u32);
+                key_mask[i * max_len + t] = 0.0;
+            }
+            offset += e.len() as u32;
+        }
+        cu.push(offset);
+        let seq_lens = encodings.iter().map(|e| e.len()).collect();
+        let first: Vec<u32> = cu[..b].to_vec();
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, total, device)?,
+            token_type_ids: Tensor::from_vec(types, total, device)?,
+            position_ids: Tensor::from_vec(pos, total, device)?,
+            seq_lens,
+            cu_seqlens: cu,
+            max_len,
+            pad_index: Tensor::from_vec(pad_index, b * max_len, device)?,
+            unpad_index: Tensor::from_vec(unpad_index, total, device)?,
+            key_mask: Tensor::from_vec(key_mask, (b, 1, 1, max_len), device)?.to_dtype(dtype)?,
+            first_token_index: Tensor::from_vec(first, b, device)?,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// Number of sequences.
+    pub fn batch_size(&self) -> usize {
+        self.seq_lens.len()
+    }
+
+    /// Total number of real tokens.
+    pub fn total_tokens(&self) -> usize {
+        self.cu_seqlens.last().copied().unwrap_or(0) as usize
+    }
+
+    /// The hidden state of each sequence's first token (`[CLS]`): `[batch, hidden]`.
+    pub(crate) fn first_tokens(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        hidden.index_select(&self.first_token_index, 0)
+    }
+
+    /// Mean over each sequence's tokens: `[batch, hidden]`.
+    pub(crate) fn mean_pool(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        let total = self.total_tokens();
+        let mut weights = vec![0f32; self.batch_size() * total];
+        for (i, (&start, &len)) in self.cu_seqlens.iter().zip(&self.seq_lens).enumerate() {
+            let start = start as usize;
+            let w = 1.0 / len.max(1) as f32;
+            weights[i * total + start..i * total + start + len].fill(w);
+        }
+        let m = Tensor::from_vec(weights, (self.batch_size(), total), &self.device)?
+            .to_dtype(hidden.dtype())?;
+        m.matmul(hidden)
+    }
+
+    /// Additive mask for attention, `[batch, 1, q, k]` broadcastable: key padding, plus a
+    /// sliding window `|i - j| <= half_window` when given.
+    pub(crate) fn attention_mask(&self, half_window: Option<usize>) -> candle_core::Result<Tensor> {
+        match half_window {
+            None => Ok(self.key_mask.clone()),
+            Some(w) if w + 1 >= self.max_len => Ok(self.key_mask.clone()),
+            Some(w) => {
+                let l = self.max_len;
+                let mut m = vec![0f32; l * l];
+                for i in 0..l {
+                    for j in 0..l {
+                        if i.abs_diff(j) > w {
+                            m[i * l + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let window = Tensor::from_vec(m, (1, 1, l, l), &self.device)?.to_dtype(self.dtype)?;
+                window.broadcast_add(&self.key_mask)
+            }
+        }
+    }
+}
+
+/// Scaled dot-product attention of packed `q`, `k`, `v` (`[total_tokens, heads, head_dim]`)
+/// that never lets a token see another sequence. Returns `[total_tokens, heads * head_dim]`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &PackedBatch,
+    half_window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let (_n, heads, head_dim) = q.dims3()?;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    #[cfg(feature = "flash-attn")]
+    if q.device().is_cuda() && matches!(q.dtype(), DType::F16 | DType::BF16) {
+        return flash::varlen(q, k, v, batch, half_window, scale as f32);
+    }
+    let b = batch.batch_size();
+    let l = batch.max_len;
+    let to_padded = |x: &Tensor| -> candle_core::Result<Tensor> {
+        x.reshape((x.dim(0)?, heads * head_dim))?
+            .index_select(&batch.pad_index, 0)?
+            .reshape((b, l, heads, head_dim))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (to_padded(q)?, to_padded(k)?, to_padded(v)?);
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = scores.broadcast_add(&batch.attention_mask(half_window)?)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let out = probs.matmul(&v)?; // [b, heads, l, head_dim]
+    out.transpose(1, 2)?
+        .reshape((b * l, heads * head_dim))?
+        .index_select(&batch.unpad_index, 0)
+}
+
+#[cfg(feature = "flash-attn")]
+mod flash {
+    use super::*;
+
+    /// Varlen FlashAttention over the packed layout (windowed for local layers).
+    pub(super) fn varlen(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        batch: &PackedBatch,
+        half_window: Option<usize>,
+        scale: f32,
+    ) -> candle_core::Result<Tensor> {
+        let (n, heads, head_dim) = q.dims3()?;
+        let cu = Tensor::new(batch.cu_seqlens.as_slice(), q.device())?;
+        let max = batch.max_len;
+        let out = match half_window {
+            None => candle_flash_attn::flash_attn_varlen(q, k, v, &cu, &cu, max, max, scale, false)?,
+            Some(w) => candle_flash_attn::flash_attn_varlen_windowed(
+                q,
+                k,
+                v,
+                &cu,
+                &cu,
+                max,
+                max,
+                scale,
+                Some(w),
+                Some(w),
+            )?,
+        };
+        out.reshape((n, heads * head_dim))
+    }
+}
+
+/// Load a `[num_labels, hidden]` classifier, checking the label count against the config.
+pub(crate) fn load_classifier(
+    w: &Weights,
+    name: &str,
+    hidden: usize,
+    num_labels: usize,
+    config_path: &Path,
+) -> Result<Linear> {
+    let key = format!("{name}.weight");
+    if let Some(shape) = w.shape_of(&key) {
+        if shape.len() == 2 && shape[1] == hidden && shape[0] != num_labels {
+            return Err(EncoderError::LabelCountMismatch {
+                config: config_path.to_path_buf(),
+                config_labels: num_labels,
+                tensor: key,
+                weights: w.file().to_path_buf(),
+                tensor_labels: shape[0],
+            });
+        }
+    }
+    Linear::load_auto_bias(&w.pp(name), hidden, num_labels)
+}
+
+/// `[n, 3 * hidden]` -> three `[n, heads, head_dim]` tensors.
+pub(crate) fn split_qkv(
+    qkv: &Tensor,
+    heads: usize,
+    head_dim: usize,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let n = qkv.dim(0)?;
+    let qkv = qkv.reshape((n, 3, heads, head_dim))?;
+    let q = qkv.i((.., 0))?.contiguous()?;
+    let k = qkv.i((.., 1))?.contiguous()?;
+    let v = qkv.i((.., 2))?.contiguous()?;
+    Ok((q, k, v))
+}
+
+/// Index of the last dim's maximum.
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}

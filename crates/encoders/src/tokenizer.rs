@@ -1,0 +1,427 @@
+//! Pair tokenisation identical to transformers' `tokenizer(query, doc, truncation=..., max_length=L)`.
+//!
+//! A model directory provides either `tokenizer.json` (loaded as is) or, like
+//! `amberoad/bert-multilingual-passage-reranking-msmarco`, only `vocab.txt` (+ optionally
+//! `tokenizer_config.json`), from which a WordPiece tokenizer is built the way transformers'
+//! `BertTokenizer` does: lower-casing defaults to true when `do_lower_case` is absent, accent
+//! stripping follows lower-casing unless `strip_accents` says otherwise, CJK characters are
+//! split, control characters are removed.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{EncoderError, Result};
+
+/// How a (query, document) pair longer than the maximum length is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// Remove tokens from the longer of the two sequences first (transformers' default).
+    #[default]
+    LongestFirst,
+    /// Only ever cut the document; fails if the query alone is too long.
+    OnlySecond,
+}
+
+impl FromStr for Truncation {
+    type Err = EncoderError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "longest_first" => Ok(Truncation::LongestFirst),
+            "only_second" => Ok(Truncation::OnlySecond),
+            other => Err(EncoderError::InvalidOption {
+                name: "truncation".into(),
+                value: other.into(),
+                reason: "expected longest_first or only_second".into(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Truncation::LongestFirst => "longest_first",
+            Truncation::OnlySecond => "only_second",
+        })
+    }
+}
+
+/// Token ids of one encoded (query, document) pair, special tokens included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPair {
+    /// Input ids.
+    pub ids: Vec<u32>,
+    /// Segment ids: 0 for `[CLS] query [SEP]`, 1 for `document [SEP]`.
+    pub type_ids: Vec<u32>,
+}
+
+impl EncodedPair {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    /// True for an encoding without tokens (never produced with special tokens on).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The subset of `tokenizer_config.json` this crate reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct TokenizerConfig {
+    #[serde(default)]
+    do_lower_case: Option<bool>,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    #[serde(default)]
+    tokenize_chinese_chars: Option<bool>,
+    #[serde(default)]
+    model_max_length: Option<serde_json::Value>,
+    #[serde(default)]
+    unk_token: Option<TokenSpec>,
+    #[serde(default)]
+    cls_token: Option<TokenSpec>,
+    #[serde(default)]
+    sep_token: Option<TokenSpec>,
+    #[serde(default)]
+    pad_token: Option<TokenSpec>,
+    #[serde(default)]
+    mask_token: Option<TokenSpec>,
+}
+
+/// A special token is written either as a string or as an `AddedToken` object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum TokenSpec {
+    Plain(String),
+    Object { content: String },
+}
+
+impl TokenSpec {
+    fn content(&self) -> &str {
+        match self {
+            TokenSpec::Plain(s) => s,
+            TokenSpec::Object { content } => content,
+        }
+    }
+}
+
+fn token_or(spec: &Option<TokenSpec>, default: &str) -> String {
+    spec.as_ref()
+        .map(|t| t.content().to_string())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A tokenizer for (query, document) pairs with truncation settings applied.
+#[derive(Clone)]
+pub struct PairTokenizer {
+    inner: Tokenizer,
+    model_max_length: Option<usize>,
+    source: PathBuf,
+}
+
+impl std::fmt::Debug for PairTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairTokenizer")
+            .field("source", &self.source)
+            .field("model_max_length", &self.model_max_length)
+            .finish()
+    }
+}
+
+fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig> {
+    if !path.exists() {
+        return Ok(TokenizerConfig::default());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| EncoderError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| EncoderError::malformed(path, e))
+}
+
+/// Read a text file, reporting invalid UTF-8 with its byte offset and line.
+pub(crate) fn read_utf8(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| EncoderError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
+        EncoderError::InvalidUtf8 {
+            path: path.to_path_buf(),
+            offset,
+            line,
+        }
+    })
+}
+
+/// Parse `vocab.txt` as transformers' `load_vocab` does: one token per line, the line number
+/// is the id, `\n` or `\r\n` line ends, later duplicates win.
+pub(crate) fn parse_vocab(text: &str) -> Vec<String> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if text.ends_with('\n') {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect()
+}
+
+impl PairTokenizer {
+    /// Load the tokenizer of a model directory: `tokenizer.json` when present, otherwise
+    /// WordPiece built from `vocab.txt` and `tokenizer_config.json`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        let config_path = dir.join("tokenizer_config.json");
+        let config = read_tokenizer_config(&config_path)?;
+        if json.exists() {
+            Self::from_tokenizer_json(&json, &config)
+        } else {
+            let vocab = dir.join("vocab.txt");
+            if !vocab.exists() {
+                return Err(EncoderError::MissingFile {
+                    path: dir.join("tokenizer.json"),
+                    what: format!("neither tokenizer.json nor vocab.txt exists in {}", dir.display()),
+                });
+            }
+            Self::from_vocab_with_config(&vocab, &config)
+        }
+    }
+
+    fn from_tokenizer_json(path: &Path, config: &TokenizerConfig) -> Result<Self> {
+        let text = read_utf8(path)?;
+        let mut inner = Tokenizer::from_str(&text).map_err(|e| EncoderError::malformed(path, e))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| EncoderError::malformed(path, e))?;
+        Ok(Self {
+            inner,
+            model_max_length: model_max_length(config),
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Build a BERT WordPiece tokenizer from `vocab.txt` (and an optional
+    /// `tokenizer_config.json` next to it), as transformers' `BertTokenizer` does.
+    pub fn from_vocab_file(vocab_path: &Path) -> Result<Self> {
+        let config_path = vocab_path
+            .parent()
+            .map(|p| p.join("tokenizer_config.json"))
+            .unwrap_or_else(|| PathBuf::from("tokenizer_config.json"));
+        let config = read_tokenizer_config(&config_path)?;
+        Self::from_vocab_with_config(vocab_path, &config)
+    }
+
+    fn from_vocab_with_config(vocab_path: &Path, config: &TokenizerConfig) -> Result<Self> {
+        let text = read_utf8(vocab_path)?;
+        let tokens = parse_vocab(&text);
+        if tokens.is_empty() {
+            return Err(EncoderError::malformed(vocab_path, "vocabulary is empty"));
+        }
+        let mut vocab: ahash::AHashMap<String, u32> = ahash::AHashMap::with_capacity(tokens.len());
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.insert(t.clone(), i as u32);
+        }
+        let unk = token_or(&config.unk_token, "[UNK]");
+        let cls = token_or(&config.cls_token, "[CLS]");
+        let sep = token_or(&config.sep_token, "[SEP]");
+        let pad = token_or(&config.pad_token, "[PAD]");
+        let mask = token_or(&config.mask_token, "[MASK]");
+        let id_of = |tok: &str, field: &str| {
+            vocab.get(tok).copied().ok_or_else(|| EncoderError::InvalidConfig {
+                path: vocab_path.to_path_buf(),
+                field: field.into(),
+                value: tok.into(),
+                reason: "special token is not in the vocabulary".into(),
+            })
+        };
+        let cls_id = id_of(&cls, "cls_token")?;
+        let sep_id = id_of(&sep, "sep_token")?;
+        id_of(&unk, "unk_token")?;
+        let wordpiece = WordPiece::builder()
+            .vocab(vocab.clone())
+            .unk_token(unk.clone())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(|e| EncoderError::malformed(vocab_path, e))?;
+        let lowercase = config.do_lower_case.unwrap_or(true);
+        let mut inner = Tokenizer::new(wordpiece);
+        inner.with_normalizer(Some(BertNormalizer::new(
+            true,
+            config.tokenize_chinese_chars.unwrap_or(true),
+            config.strip_accents,
+            lowercase,
+        )))
+        .map_err(|e| EncoderError::malformed(vocab_path, e))?;
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_post_processor(Some(BertProcessing::new(
+            (sep.clone(), sep_id),
+            (cls.clone(), cls_id),
+        )));
+        let specials: Vec<AddedToken> = [pad, unk, cls, sep, mask]
+            .into_iter()
+            .filter(|t| vocab.contains_key(t))
+            .map(|t| AddedToken::from(t, true))
+            .collect();
+        inner
+            .add_special_tokens(specials)
+            .map_err(|e| EncoderError::malformed(vocab_path, e))?;
+        Ok(Self {
+            inner,
+            model_max_length: model_max_length(config),
+            source: vocab_path.to_path_buf(),
+        })
+    }
+
+    /// `model_max_length` from `tokenizer_config.json`, when it is a real limit.
+    pub fn model_max_length(&self) -> Option<usize> {
+        self.model_max_length
+    }
+
+    /// The file the tokenizer was built from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Id of a token, if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
+    /// A copy whose encodings are truncated to `max_length` tokens (special tokens included).
+    pub fn with_truncation(&self, max_length: usize, truncation: Truncation) -> Result<Self> {
+        let mut copy = self.clone();
+        copy.inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: match truncation {
+                    Truncation::LongestFirst => TruncationStrategy::LongestFirst,
+                    Truncation::OnlySecond => TruncationStrategy::OnlySecond,
+                },
+                stride: 0,
+            }))
+            .map_err(|e| EncoderError::InvalidOption {
+                name: "max_length".into(),
+                value: max_length.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(copy)
+    }
+
+    /// Encode one (query, document) pair with special tokens.
+    pub fn encode_pair(&self, query: &str, document: &str) -> Result<EncodedPair> {
+        let enc = self
+            .inner
+            .encode_fast((query, document), true)
+            .map_err(|e| EncoderError::Tokenizer {
+                context: format!("encoding pair (query of {} bytes)", query.len()),
+                message: e.to_string(),
+            })?;
+        Ok(EncodedPair {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Encode one text with special tokens (`[CLS] text [SEP]`).
+    pub fn encode_single(&self, text: &str) -> Result<EncodedPair> {
+        let enc = self
+            .inner
+            .encode_fast(text, true)
+            .map_err(|e| EncoderError::Tokenizer {
+                context: format!("encoding text of {} bytes", text.len()),
+                message: e.to_string(),
+            })?;
+        Ok(EncodedPair {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Encode many pairs in parallel (rayon); output order equals input order.
+    pub fn encode_pairs<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(
+        &self,
+        pairs: &[(Q, D)],
+    ) -> Result<Vec<EncodedPair>> {
+        pairs
+            .par_iter()
+            .map(|(q, d)| self.encode_pair(q.as_ref(), d.as_ref()))
+            .collect()
+    }
+
+    /// Encode many single texts in parallel; output order equals input order.
+    pub fn encode_texts<T: AsRef<str> + Sync>(&self, texts: &[T]) -> Result<Vec<EncodedPair>> {
+        texts
+            .par_iter()
+            .map(|t| self.encode_single(t.as_ref()))
+            .collect()
+    }
+}
+
+/// transformers writes `1e30` (VERY_LARGE_INTEGER) when a tokenizer has no limit.
+fn model_max_length(config: &TokenizerConfig) -> Option<usize> {
+    let v = config.model_max_length.as_ref()?.as_f64()?;
+    if v.is_finite() && v > 0.0 && v < 1e12 {
+        Some(v as usize)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocab_accepts_crlf_and_keeps_line_numbers() {
+        let v = parse_vocab("[PAD]\r\n[UNK]\r\n\r\nhello\r\n");
+        assert_eq!(v, vec!["[PAD]", "[UNK]", "", "hello"]);
+        let v = parse_vocab("a\nb");
+        assert_eq!(v, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn invalid_utf8_vocab_is_reported_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vocab.txt");
+        std::fs::write(&path, b"[PAD]\n[UNK]\nok\n\xff\xfe\n").unwrap();
+        let err = PairTokenizer::from_vocab_file(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("vocab.txt") && msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn missing_tokenizer_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = PairTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+    }
+
+    #[test]
+    fn huge_model_max_length_means_unlimited() {
+        let c: TokenizerConfig = serde_json::from_str(r#"{"model_max_length": 1e30}"#).unwrap();
+        assert_eq!(model_max_length(&c), None);
+        let c: TokenizerConfig = serde_json::from_str(r#"{"model_max_length": 512}"#).unwrap();
+        assert_eq!(model_max_length(&c), Some(512));
+    }
+
+    #[test]
+    fn truncation_parses() {
+        assert_eq!("only_second".parse::<Truncation>().unwrap(), Truncation::OnlySecond);
+        assert!("both".parse::<Truncation>().is_err());
+    }
+}
