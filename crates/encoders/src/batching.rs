@@ -80,7 +80,10 @@ mod tests {
         let b = plan_batches(&[500, 10], 32, Some(100));
         assert_eq!(b, vec![vec![0], vec![1]]);
         assert!(plan_batches(&[], 4, None).is_empty());
-        let all: usize = plan_batches(&lengths, 3, Some(70)).iter().map(Vec::len).sum();
+        let all: usize = plan_batches(&lengths, 3, Some(70))
+            .iter()
+            .map(Vec::len)
+            .sum();
         assert_eq!(all, lengths.len());
     }
 
@@ -107,11 +110,15 @@ mod tests {
     #[test]
     fn backoff_does_not_hide_other_errors() {
         let mut f = |_: &[usize]| -> Result<Vec<u8>> {
-            Err(EncoderError::Candle(candle_core::Error::Msg("shape mismatch".into())))
+            Err(EncoderError::Candle(candle_core::Error::Msg(
+                "shape mismatch".into(),
+            )))
         };
         assert!(run_with_backoff(&[1, 2, 3], &mut f).is_err());
         let mut oom_single = |_: &[usize]| -> Result<Vec<u8>> {
-            Err(EncoderError::Candle(candle_core::Error::Msg("out of memory".into())))
+            Err(EncoderError::Candle(candle_core::Error::Msg(
+                "out of memory".into(),
+            )))
         };
         assert!(run_with_backoff(&[1], &mut oom_single).is_err());
     }

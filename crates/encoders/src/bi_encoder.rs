@@ -100,13 +100,20 @@ impl BiEncoder {
         let config = ModelConfig::from_file(&config_path)?;
         let family = config.common.family(&config_path)?;
         let device = options.device.open()?;
-        let dtype = options.dtype.unwrap_or_else(|| Precision::default_for(&device)).dtype();
+        let dtype = options
+            .dtype
+            .unwrap_or_else(|| Precision::default_for(&device))
+            .dtype();
         let tokenizer = PairTokenizer::from_dir(dir)?;
         let model = Model::load(dir, &config, family, dtype, &device, None)?;
-        let sbert: SbertConfig = read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
-        let pooling_cfg: Option<PoolingConfig> = read_json_opt(&dir.join("1_Pooling").join("config.json"))?;
+        let sbert: SbertConfig =
+            read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
+        let pooling_cfg: Option<PoolingConfig> =
+            read_json_opt(&dir.join("1_Pooling").join("config.json"))?;
         let pooling = match pooling_cfg {
-            Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => EmbeddingPooling::Cls,
+            Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => {
+                EmbeddingPooling::Cls
+            }
             _ => EmbeddingPooling::Mean,
         };
         let modules: Option<Vec<ModuleEntry>> = read_json_opt(&dir.join("modules.json"))?;
@@ -126,9 +133,11 @@ impl BiEncoder {
             normalize,
             max_length,
             batch_size: options.batch_size.max(1),
-            max_batch_tokens: options
-                .max_batch_tokens
-                .or(Some(if device.is_cuda() { 65_536 } else { 16_384 })),
+            max_batch_tokens: options.max_batch_tokens.or(Some(if device.is_cuda() {
+                65_536
+            } else {
+                16_384
+            })),
             device,
             dtype,
             dir: dir.to_path_buf(),
@@ -198,7 +207,12 @@ impl BiEncoder {
     }
 
     /// Documents best first by cosine similarity.
-    pub fn rank<D: AsRef<str> + Sync>(&self, query: &str, documents: &[D], top_k: Option<usize>) -> Result<Vec<Ranked>> {
+    pub fn rank<D: AsRef<str> + Sync>(
+        &self,
+        query: &str,
+        documents: &[D],
+        top_k: Option<usize>,
+    ) -> Result<Vec<Ranked>> {
         rank_scores(&self.score(query, documents)?, top_k)
     }
 }

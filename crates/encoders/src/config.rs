@@ -125,17 +125,19 @@ impl CommonConfig {
             Some("modernbert") => Some(Family::ModernBert),
             _ => None,
         };
-        by_arch.or(by_type).ok_or_else(|| EncoderError::UnsupportedArchitecture {
-            path: path.to_path_buf(),
-            found: arch
-                .map(str::to_string)
-                .or_else(|| self.model_type.clone())
-                .unwrap_or_else(|| "<none: no architectures or model_type>".into()),
-            supported: format!(
-                "{} (model_type bert, modernbert)",
-                SUPPORTED_CROSS_ENCODERS.join(", ")
-            ),
-        })
+        by_arch
+            .or(by_type)
+            .ok_or_else(|| EncoderError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                found: arch
+                    .map(str::to_string)
+                    .or_else(|| self.model_type.clone())
+                    .unwrap_or_else(|| "<none: no architectures or model_type>".into()),
+                supported: format!(
+                    "{} (model_type bert, modernbert)",
+                    SUPPORTED_CROSS_ENCODERS.join(", ")
+                ),
+            })
     }
 
     /// Check that the checkpoint is a sequence-classification model (cross-encoder).
@@ -419,8 +421,14 @@ mod tests {
 
     #[test]
     fn unknown_architecture_lists_supported() {
-        let c = cfg(r#"{"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta"}"#);
-        let err = c.common.require_cross_encoder(&c.path).unwrap_err().to_string();
+        let c = cfg(
+            r#"{"architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta"}"#,
+        );
+        let err = c
+            .common
+            .require_cross_encoder(&c.path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("XLMRobertaForSequenceClassification"), "{err}");
         assert!(err.contains("ModernBertForSequenceClassification"), "{err}");
     }
@@ -435,9 +443,11 @@ mod tests {
 
     #[test]
     fn modernbert_old_style_layers() {
-        let c = cfg(r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+        let c = cfg(
+            r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
             "num_hidden_layers": 4, "num_attention_heads": 2, "global_attn_every_n_layers": 3,
-            "local_attention": 128, "global_rope_theta": 160000.0, "local_rope_theta": 10000.0}"#);
+            "local_attention": 128, "global_rope_theta": 160000.0, "local_rope_theta": 10000.0}"#,
+        );
         let mb: ModernBertConfig = c.parse().unwrap();
         let layers = mb.layer_attention(&c.path).unwrap();
         assert_eq!(layers[0].half_window, None);
@@ -449,12 +459,14 @@ mod tests {
 
     #[test]
     fn modernbert_new_style_layers() {
-        let c = cfg(r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+        let c = cfg(
+            r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
             "num_hidden_layers": 3, "num_attention_heads": 2, "local_attention": 8,
             "layer_types": ["full_attention", "sliding_attention", "full_attention"],
             "rope_parameters": {"full_attention": {"rope_theta": 160000.0, "rope_type": "default"},
                                 "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
-            "dtype": "float32"}"#);
+            "dtype": "float32"}"#,
+        );
         let mb: ModernBertConfig = c.parse().unwrap();
         let layers = mb.layer_attention(&c.path).unwrap();
         assert_eq!(layers[1].half_window, Some(4));

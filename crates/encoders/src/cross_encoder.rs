@@ -211,7 +211,11 @@ pub(crate) fn effective_max_length(
             reason: "must be at least 1".into(),
         });
     }
-    Ok([user, tokenizer, Some(positions)].into_iter().flatten().min().unwrap_or(positions))
+    Ok([user, tokenizer, Some(positions)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(positions))
 }
 
 impl CrossEncoder {
@@ -223,7 +227,10 @@ impl CrossEncoder {
         let family = config.common.require_cross_encoder(&config_path)?;
         let labels = config.common.labels(&config_path)?;
         let device = options.device.open()?;
-        let dtype = options.dtype.unwrap_or_else(|| Precision::default_for(&device)).dtype();
+        let dtype = options
+            .dtype
+            .unwrap_or_else(|| Precision::default_for(&device))
+            .dtype();
         let tokenizer = PairTokenizer::from_dir(dir)?;
         let model = Model::load(dir, &config, family, dtype, &device, Some(labels.len()))?;
         let head = ScoreHead::resolve(
@@ -239,9 +246,10 @@ impl CrossEncoder {
             model.max_position_embeddings(),
         )?;
         let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
-        let max_batch_tokens = options
-            .max_batch_tokens
-            .or(Some(if device.is_cuda() { 65_536 } else { 16_384 }));
+        let max_batch_tokens =
+            options
+                .max_batch_tokens
+                .or(Some(if device.is_cuda() { 65_536 } else { 16_384 }));
         tracing::info!(
             dir = %dir.display(),
             family = ?family,
@@ -311,6 +319,14 @@ impl CrossEncoder {
         &self.dir
     }
 
+    /// Test hook: run ModernBERT's sliding-window layers with global attention.
+    #[doc(hidden)]
+    pub fn debug_ignore_sliding_window(&mut self, ignore: bool) {
+        if let Model::ModernBert(m) = &mut self.model {
+            m.set_ignore_window(ignore);
+        }
+    }
+
     /// Encode pairs exactly as the model will see them.
     pub fn encode<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(
         &self,
@@ -348,7 +364,10 @@ impl CrossEncoder {
     }
 
     /// Run the model on already encoded pairs; logits in input order.
-    pub fn logits_of_encodings(&self, encodings: &[EncodedPair]) -> Result<(Vec<Vec<f32>>, PredictStats)> {
+    pub fn logits_of_encodings(
+        &self,
+        encodings: &[EncodedPair],
+    ) -> Result<(Vec<Vec<f32>>, PredictStats)> {
         let mut stats = PredictStats {
             pairs: encodings.len(),
             tokens: encodings.iter().map(EncodedPair::len).sum(),
@@ -378,7 +397,10 @@ impl CrossEncoder {
     }
 
     /// Scores only, in input order.
-    pub fn scores<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(&self, pairs: &[(Q, D)]) -> Result<Vec<f32>> {
+    pub fn scores<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(
+        &self,
+        pairs: &[(Q, D)],
+    ) -> Result<Vec<f32>> {
         Ok(self.predict(pairs)?.into_iter().map(|p| p.score).collect())
     }
 
@@ -445,7 +467,10 @@ mod tests {
     #[test]
     fn max_length_is_smallest_of_the_three() {
         assert_eq!(effective_max_length(None, Some(512), 8192).unwrap(), 512);
-        assert_eq!(effective_max_length(Some(1024), Some(512), 8192).unwrap(), 512);
+        assert_eq!(
+            effective_max_length(Some(1024), Some(512), 8192).unwrap(),
+            512
+        );
         assert_eq!(effective_max_length(Some(128), None, 512).unwrap(), 128);
         assert_eq!(effective_max_length(None, None, 8192).unwrap(), 8192);
         assert!(effective_max_length(Some(0), None, 8).is_err());

@@ -75,7 +75,15 @@ pub enum ScoreHead {
     Graded { grades: Vec<f32> },
 }
 
-const RELEVANT_NAMES: &[&str] = &["relevant", "positive", "pos", "true", "yes", "match", "entailment"];
+const RELEVANT_NAMES: &[&str] = &[
+    "relevant",
+    "positive",
+    "pos",
+    "true",
+    "yes",
+    "match",
+    "entailment",
+];
 const IRRELEVANT_NAMES: &[&str] = &[
     "irrelevant",
     "not_relevant",
@@ -88,13 +96,16 @@ const IRRELEVANT_NAMES: &[&str] = &[
     "no_match",
 ];
 
-/// Read `activation_fn` the way sentence-transformers does, most specific first.
+/// Read `activation_fn` the way sentence-transformers 6 does: `config_sentence_transformers.json`
+/// (only when the folder is a sentence-transformers model, i.e. has `modules.json`), then
+/// `config.json`'s `sentence_transformers.activation_fn`, then the legacy
+/// `sbert_ce_default_activation_function`. Returns the class path and where it was found.
 pub(crate) fn sentence_transformers_activation(
     model_dir: &Path,
     common: &CommonConfig,
 ) -> Result<Option<(String, String)>> {
     let st_path = model_dir.join("config_sentence_transformers.json");
-    if st_path.exists() {
+    if model_dir.join("modules.json").exists() && st_path.exists() {
         let text = std::fs::read_to_string(&st_path).map_err(|e| EncoderError::io(&st_path, e))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&st_path, e))?;
@@ -108,10 +119,16 @@ pub(crate) fn sentence_transformers_activation(
         .as_ref()
         .and_then(|s| s.activation_fn.clone())
     {
-        return Ok(Some((a, format!("{cfg} (sentence_transformers.activation_fn)"))));
+        return Ok(Some((
+            a,
+            format!("{cfg} (sentence_transformers.activation_fn)"),
+        )));
     }
     if let Some(a) = common.sbert_ce_default_activation_function.clone() {
-        return Ok(Some((a, format!("{cfg} (sbert_ce_default_activation_function)"))));
+        return Ok(Some((
+            a,
+            format!("{cfg} (sbert_ce_default_activation_function)"),
+        )));
     }
     Ok(None)
 }
@@ -136,17 +153,27 @@ impl ScoreHead {
             1 => {
                 let activation = match activation {
                     Some(a) => a,
-                    None => match sentence_transformers_activation(model_dir, common)? {
-                        None => ScoreActivation::Sigmoid,
-                        Some((name, source)) => ScoreActivation::from_name(&name).ok_or_else(|| {
-                            EncoderError::InvalidConfig {
-                                path: source.into(),
-                                field: "activation_fn".into(),
-                                value: name.clone(),
-                                reason: "supported: Sigmoid, Identity, Tanh (torch.nn class paths)".into(),
+                    None => {
+                        match sentence_transformers_activation(model_dir, common)? {
+                            None => ScoreActivation::Sigmoid,
+                            // Like sentence-transformers, only torch.* paths are imported; any
+                            // other class falls back to the default.
+                            Some((name, source)) if !name.starts_with("torch.") => {
+                                tracing::warn!(%name, %source, "activation_fn is not a torch class; using sigmoid as sentence-transformers does");
+                                ScoreActivation::Sigmoid
                             }
-                        })?,
-                    },
+                            Some((name, source)) => ScoreActivation::from_name(&name).ok_or_else(
+                                || EncoderError::InvalidConfig {
+                                    path: source.into(),
+                                    field: "activation_fn".into(),
+                                    value: name.clone(),
+                                    reason:
+                                        "supported: Sigmoid, Identity, Tanh (torch.nn class paths)"
+                                            .into(),
+                                },
+                            )?,
+                        }
+                    }
                 };
                 Ok(ScoreHead::Single { activation })
             }
@@ -159,11 +186,15 @@ impl ScoreHead {
                     Some(map) => labels
                         .iter()
                         .map(|l| {
-                            map.get(l).copied().ok_or_else(|| EncoderError::InvalidOption {
-                                name: "label_grades".into(),
-                                value: l.clone(),
-                                reason: format!("no grade given for label {l:?}; labels are {labels:?}"),
-                            })
+                            map.get(l)
+                                .copied()
+                                .ok_or_else(|| EncoderError::InvalidOption {
+                                    name: "label_grades".into(),
+                                    value: l.clone(),
+                                    reason: format!(
+                                        "no grade given for label {l:?}; labels are {labels:?}"
+                                    ),
+                                })
                         })
                         .collect::<Result<_>>()?,
                 };
@@ -177,21 +208,28 @@ impl ScoreHead {
         match self {
             ScoreHead::Single { activation } => activation.apply(logits[0]),
             ScoreHead::Binary { relevant } => softmax(logits)[*relevant],
-            ScoreHead::Graded { grades } => softmax(logits)
-                .iter()
-                .zip(grades)
-                .map(|(p, g)| p * g)
-                .sum(),
+            ScoreHead::Graded { grades } => {
+                softmax(logits).iter().zip(grades).map(|(p, g)| p * g).sum()
+            }
         }
     }
 }
 
 fn relevant_index(labels: &[String]) -> usize {
-    let norm: Vec<String> = labels.iter().map(|l| l.trim().to_ascii_lowercase()).collect();
-    if let Some(i) = norm.iter().position(|l| RELEVANT_NAMES.contains(&l.as_str())) {
+    let norm: Vec<String> = labels
+        .iter()
+        .map(|l| l.trim().to_ascii_lowercase())
+        .collect();
+    if let Some(i) = norm
+        .iter()
+        .position(|l| RELEVANT_NAMES.contains(&l.as_str()))
+    {
         return i;
     }
-    if let Some(i) = norm.iter().position(|l| IRRELEVANT_NAMES.contains(&l.as_str())) {
+    if let Some(i) = norm
+        .iter()
+        .position(|l| IRRELEVANT_NAMES.contains(&l.as_str()))
+    {
         return 1 - i;
     }
     1
@@ -245,7 +283,12 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(head, ScoreHead::Graded { grades: vec![0.0, 0.5, 1.0] });
+        assert_eq!(
+            head,
+            ScoreHead::Graded {
+                grades: vec![0.0, 0.5, 1.0]
+            }
+        );
         let s = head.score(&[0.0, 0.0, 0.0]);
         assert!((s - 0.5).abs() < 1e-6);
         let mut custom = BTreeMap::new();
@@ -270,8 +313,14 @@ mod tests {
         let shared = crate::testutil::shared_dir();
         let variants = shared.join("models/ms-marco-MiniLM-L-6-v2-config/config-variants");
         let expect = [
-            ("config.sbert_ce_legacy.tf4.53.2.json", ScoreActivation::Identity),
-            ("config.st5_activation_fn.tf4.53.3.json", ScoreActivation::Identity),
+            (
+                "config.sbert_ce_legacy.tf4.53.2.json",
+                ScoreActivation::Identity,
+            ),
+            (
+                "config.st5_activation_fn.tf4.53.3.json",
+                ScoreActivation::Identity,
+            ),
             ("config.tf4.36.2.json", ScoreActivation::Identity),
             ("config.transformers5.6.2.json", ScoreActivation::Sigmoid),
         ];
@@ -283,10 +332,16 @@ mod tests {
             let head = ScoreHead::resolve(&labels, &variants, &cfg.common, None, None).unwrap();
             assert_eq!(head, ScoreHead::Single { activation: want }, "{file}");
         }
-        // The model folder has config_sentence_transformers.json with Identity.
+        // The model folder has config_sentence_transformers.json (ignored without modules.json)
+        // and config.json's sentence_transformers section, both Identity.
         let dir = shared.join("models/ms-marco-MiniLM-L-6-v2-config");
         let cfg = crate::config::ModelConfig::from_file(&dir.join("config.json")).unwrap();
         let head = ScoreHead::resolve(&["LABEL_0".into()], &dir, &cfg.common, None, None).unwrap();
-        assert_eq!(head, ScoreHead::Single { activation: ScoreActivation::Identity });
+        assert_eq!(
+            head,
+            ScoreHead::Single {
+                activation: ScoreActivation::Identity
+            }
+        );
     }
 }

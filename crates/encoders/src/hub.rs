@@ -19,7 +19,9 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = non_empty_env("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = non_empty_env("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = non_empty_env("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("huggingface").join("hub")
 }
 
@@ -64,10 +66,16 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
     // Fast path: everything needed is already in the cache (no network at all).
     if let Some(config) = cached.get("config.json") {
         let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
-        let has_weights = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+        let has_weights = [
+            "model.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+        ]
+        .iter()
+        .any(|f| cached.get(f).is_some());
+        let has_tokenizer = ["tokenizer.json", "vocab.txt"]
             .iter()
             .any(|f| cached.get(f).is_some());
-        let has_tokenizer = ["tokenizer.json", "vocab.txt"].iter().any(|f| cached.get(f).is_some());
         if has_weights && has_tokenizer {
             if let Some(index) = cached.get("model.safetensors.index.json") {
                 if shards_present(&index) {
@@ -93,7 +101,11 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
         revision,
         &[
             Wanted::Required("config.json"),
-            Wanted::FirstOf(&["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]),
+            Wanted::FirstOf(&[
+                "model.safetensors",
+                "model.safetensors.index.json",
+                "pytorch_model.bin",
+            ]),
             Wanted::FirstOf(&["tokenizer.json", "vocab.txt"]),
         ]
         .into_iter()
@@ -112,9 +124,15 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let api = build_api()?;
-        let repo_api = api.repo(Repo::with_revision(repo_id.into(), RepoType::Model, revision.into()));
+        let repo_api = api.repo(Repo::with_revision(
+            repo_id.into(),
+            RepoType::Model,
+            revision.into(),
+        ));
         for shard in shard_names(&index)? {
-            repo_api.get(&shard).map_err(|e| hub_err(repo_id, &shard, e))?;
+            repo_api
+                .get(&shard)
+                .map_err(|e| hub_err(repo_id, &shard, e))?;
         }
     }
     Ok(dir)
@@ -122,11 +140,16 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
 
 fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index).map_err(|e| EncoderError::io(index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| EncoderError::malformed(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| EncoderError::malformed(index, e))?;
     let mut names: Vec<String> = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .map(|m| m.values().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.dedup();
@@ -170,8 +193,14 @@ pub fn fetch_repo(
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<PathBuf>> {
     let api = build_api()?;
-    let repo_api = api.repo(Repo::with_revision(repo_id.into(), repo_type, revision.into()));
-    let info = repo_api.info().map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
+    let repo_api = api.repo(Repo::with_revision(
+        repo_id.into(),
+        repo_type,
+        revision.into(),
+    ));
+    let info = repo_api
+        .info()
+        .map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
     let listed: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let mut out = Vec::new();
     for w in wanted {
@@ -182,12 +211,15 @@ pub fn fetch_repo(
                 }
                 Some(*f)
             }
-            Wanted::FirstOf(options) => Some(
-                *options
-                    .iter()
-                    .find(|f| listed.contains(f))
-                    .ok_or_else(|| hub_err(repo_id, &options.join(" | "), "none of these is in the repository"))?,
-            ),
+            Wanted::FirstOf(options) => {
+                Some(*options.iter().find(|f| listed.contains(f)).ok_or_else(|| {
+                    hub_err(
+                        repo_id,
+                        &options.join(" | "),
+                        "none of these is in the repository",
+                    )
+                })?)
+            }
             Wanted::Optional(f) => listed.contains(f).then_some(*f),
         };
         if let Some(name) = name {
@@ -200,8 +232,14 @@ pub fn fetch_repo(
 /// List the files of a Hub repo (e.g. to pick `<subset>/<split>*.parquet` of a dataset).
 pub fn list_repo_files(repo_id: &str, repo_type: RepoType, revision: &str) -> Result<Vec<String>> {
     let api = build_api()?;
-    let repo_api = api.repo(Repo::with_revision(repo_id.into(), repo_type, revision.into()));
-    let info = repo_api.info().map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
+    let repo_api = api.repo(Repo::with_revision(
+        repo_id.into(),
+        repo_type,
+        revision.into(),
+    ));
+    let info = repo_api
+        .info()
+        .map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
     Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
 }
 
@@ -211,10 +249,15 @@ pub fn resolve_model(id_or_dir: &str, revision: Option<&str>) -> Result<PathBuf>
     if p.is_dir() {
         return Ok(p.to_path_buf());
     }
-    if p.exists() || id_or_dir.starts_with('.') || id_or_dir.starts_with('/') || id_or_dir.matches('/').count() > 1 {
+    if p.exists()
+        || id_or_dir.starts_with('.')
+        || id_or_dir.starts_with('/')
+        || id_or_dir.matches('/').count() > 1
+    {
         return Err(EncoderError::MissingFile {
             path: p.to_path_buf(),
-            what: "model directory not found (and it does not look like a Hub id owner/name)".into(),
+            what: "model directory not found (and it does not look like a Hub id owner/name)"
+                .into(),
         });
     }
     model_dir_from_hub(id_or_dir, revision)
@@ -241,8 +284,13 @@ mod tests {
         std::env::set_var("HF_HUB_OFFLINE", "1");
         let dir = model_dir_from_hub("acme/tiny", None).unwrap();
         assert_eq!(dir, snap);
-        let err = model_dir_from_hub("acme/missing", None).unwrap_err().to_string();
-        assert!(err.contains("HF_HUB_OFFLINE") && err.contains("acme/missing"), "{err}");
+        let err = model_dir_from_hub("acme/missing", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HF_HUB_OFFLINE") && err.contains("acme/missing"),
+            "{err}"
+        );
         std::env::remove_var("HF_HUB_OFFLINE");
         std::env::remove_var("HF_HUB_CACHE");
     }

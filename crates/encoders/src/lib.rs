@@ -44,7 +44,8 @@ use candle_core::{DType, Device, Tensor};
 pub use bi_encoder::{cosine, BiEncoder, EmbeddingPooling};
 pub use config::Family;
 pub use cross_encoder::{
-    rank_scores, Classification, CrossEncoder, CrossEncoderOptions, PredictStats, Prediction, Ranked,
+    rank_scores, Classification, CrossEncoder, CrossEncoderOptions, PredictStats, Prediction,
+    Ranked,
 };
 pub use device::{DeviceSpec, Precision};
 pub use error::{EncoderError, Result};
@@ -74,7 +75,9 @@ impl Model {
         let weights = Weights::load(&files, dtype, device)?;
         Ok(match family {
             Family::Bert => Model::Bert(Bert::load(config, &weights, num_labels)?),
-            Family::ModernBert => Model::ModernBert(ModernBert::load(config, &weights, num_labels)?),
+            Family::ModernBert => {
+                Model::ModernBert(ModernBert::load(config, &weights, num_labels)?)
+            }
         })
     }
 

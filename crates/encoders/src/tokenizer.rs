@@ -16,7 +16,9 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{EncoderError, Result};
 
@@ -127,6 +129,8 @@ pub struct PairTokenizer {
     inner: Tokenizer,
     model_max_length: Option<usize>,
     source: PathBuf,
+    /// Truncation applied by `encode_*` (the inner tokenizer itself never truncates).
+    truncation: Option<TruncationParams>,
 }
 
 impl std::fmt::Debug for PairTokenizer {
@@ -151,7 +155,10 @@ pub(crate) fn read_utf8(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| EncoderError::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + e.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         EncoderError::InvalidUtf8 {
             path: path.to_path_buf(),
             offset,
@@ -187,7 +194,10 @@ impl PairTokenizer {
             if !vocab.exists() {
                 return Err(EncoderError::MissingFile {
                     path: dir.join("tokenizer.json"),
-                    what: format!("neither tokenizer.json nor vocab.txt exists in {}", dir.display()),
+                    what: format!(
+                        "neither tokenizer.json nor vocab.txt exists in {}",
+                        dir.display()
+                    ),
                 });
             }
             Self::from_vocab_with_config(&vocab, &config)
@@ -205,6 +215,7 @@ impl PairTokenizer {
             inner,
             model_max_length: model_max_length(config),
             source: path.to_path_buf(),
+            truncation: None,
         })
     }
 
@@ -235,12 +246,15 @@ impl PairTokenizer {
         let pad = token_or(&config.pad_token, "[PAD]");
         let mask = token_or(&config.mask_token, "[MASK]");
         let id_of = |tok: &str, field: &str| {
-            vocab.get(tok).copied().ok_or_else(|| EncoderError::InvalidConfig {
-                path: vocab_path.to_path_buf(),
-                field: field.into(),
-                value: tok.into(),
-                reason: "special token is not in the vocabulary".into(),
-            })
+            vocab
+                .get(tok)
+                .copied()
+                .ok_or_else(|| EncoderError::InvalidConfig {
+                    path: vocab_path.to_path_buf(),
+                    field: field.into(),
+                    value: tok.into(),
+                    reason: "special token is not in the vocabulary".into(),
+                })
         };
         let cls_id = id_of(&cls, "cls_token")?;
         let sep_id = id_of(&sep, "sep_token")?;
@@ -254,13 +268,14 @@ impl PairTokenizer {
             .map_err(|e| EncoderError::malformed(vocab_path, e))?;
         let lowercase = config.do_lower_case.unwrap_or(true);
         let mut inner = Tokenizer::new(wordpiece);
-        inner.with_normalizer(Some(BertNormalizer::new(
-            true,
-            config.tokenize_chinese_chars.unwrap_or(true),
-            config.strip_accents,
-            lowercase,
-        )))
-        .map_err(|e| EncoderError::malformed(vocab_path, e))?;
+        inner
+            .with_normalizer(Some(BertNormalizer::new(
+                true,
+                config.tokenize_chinese_chars.unwrap_or(true),
+                config.strip_accents,
+                lowercase,
+            )))
+            .map_err(|e| EncoderError::malformed(vocab_path, e))?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         inner.with_post_processor(Some(BertProcessing::new(
             (sep.clone(), sep_id),
@@ -278,6 +293,7 @@ impl PairTokenizer {
             inner,
             model_max_length: model_max_length(config),
             source: vocab_path.to_path_buf(),
+            truncation: None,
         })
     }
 
@@ -303,34 +319,86 @@ impl PairTokenizer {
 
     /// A copy whose encodings are truncated to `max_length` tokens (special tokens included).
     pub fn with_truncation(&self, max_length: usize, truncation: Truncation) -> Result<Self> {
-        let mut copy = self.clone();
-        copy.inner
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length,
-                strategy: match truncation {
-                    Truncation::LongestFirst => TruncationStrategy::LongestFirst,
-                    Truncation::OnlySecond => TruncationStrategy::OnlySecond,
-                },
-                stride: 0,
-            }))
-            .map_err(|e| EncoderError::InvalidOption {
+        let added = self.added_tokens(true);
+        if max_length <= added {
+            return Err(EncoderError::InvalidOption {
                 name: "max_length".into(),
                 value: max_length.to_string(),
-                reason: e.to_string(),
-            })?;
+                reason: format!("must exceed the {added} special tokens of a pair"),
+            });
+        }
+        let mut copy = self.clone();
+        copy.truncation = Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length,
+            strategy: match truncation {
+                Truncation::LongestFirst => TruncationStrategy::LongestFirst,
+                Truncation::OnlySecond => TruncationStrategy::OnlySecond,
+            },
+            stride: 0,
+        });
         Ok(copy)
     }
 
+    /// The maximum length set by [`with_truncation`](Self::with_truncation).
+    pub fn max_length(&self) -> Option<usize> {
+        self.truncation.as_ref().map(|t| t.max_length)
+    }
+
+    fn added_tokens(&self, pair: bool) -> usize {
+        self.inner
+            .get_post_processor()
+            .map(|p| tokenizers::PostProcessor::added_tokens(p, pair))
+            .unwrap_or(0)
+    }
+
+    fn tokenizer_error(context: String, e: impl std::fmt::Display) -> EncoderError {
+        EncoderError::Tokenizer {
+            context,
+            message: e.to_string(),
+        }
+    }
+
     /// Encode one (query, document) pair with special tokens.
+    ///
+    /// Each side is tokenised in full, truncated with the `tokenizers` rule, then the
+    /// post-processor adds the special tokens: the same steps as transformers' fast tokenizer.
+    /// (tokenizers 0.23.2's own pipeline stops tokenising each side at `max_length` tokens,
+    /// which makes `longest_first` pick the wrong side when both sides are long.)
     pub fn encode_pair(&self, query: &str, document: &str) -> Result<EncodedPair> {
+        let ctx = || {
+            format!(
+                "encoding pair (query of {} bytes, document of {} bytes)",
+                query.len(),
+                document.len()
+            )
+        };
+        let first = self
+            .inner
+            .encode_fast(query, false)
+            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+        let mut second = self
+            .inner
+            .encode_fast(document, false)
+            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+        second.set_type_ids(vec![1; second.len()]);
+        let (first, second) = match &self.truncation {
+            Some(params) => {
+                let params = TruncationParams {
+                    max_length: params.max_length - self.added_tokens(true),
+                    ..*params
+                };
+                let (a, b) =
+                    tokenizers::utils::truncation::truncate_encodings(first, Some(second), &params)
+                        .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+                (a, b.unwrap_or_default())
+            }
+            None => (first, second),
+        };
         let enc = self
             .inner
-            .encode_fast((query, document), true)
-            .map_err(|e| EncoderError::Tokenizer {
-                context: format!("encoding pair (query of {} bytes)", query.len()),
-                message: e.to_string(),
-            })?;
+            .post_process(first, Some(second), true)
+            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
         Ok(EncodedPair {
             ids: enc.get_ids().to_vec(),
             type_ids: enc.get_type_ids().to_vec(),
@@ -339,13 +407,28 @@ impl PairTokenizer {
 
     /// Encode one text with special tokens (`[CLS] text [SEP]`).
     pub fn encode_single(&self, text: &str) -> Result<EncodedPair> {
+        let ctx = || format!("encoding text of {} bytes", text.len());
         let enc = self
             .inner
-            .encode_fast(text, true)
-            .map_err(|e| EncoderError::Tokenizer {
-                context: format!("encoding text of {} bytes", text.len()),
-                message: e.to_string(),
-            })?;
+            .encode_fast(text, false)
+            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+        let enc = match &self.truncation {
+            Some(params) => {
+                let params = TruncationParams {
+                    max_length: params.max_length.saturating_sub(self.added_tokens(false)),
+                    strategy: TruncationStrategy::LongestFirst,
+                    ..*params
+                };
+                tokenizers::utils::truncation::truncate_encodings(enc, None, &params)
+                    .map_err(|e| Self::tokenizer_error(ctx(), e))?
+                    .0
+            }
+            None => enc,
+        };
+        let enc = self
+            .inner
+            .post_process(enc, None, true)
+            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
         Ok(EncodedPair {
             ids: enc.get_ids().to_vec(),
             type_ids: enc.get_type_ids().to_vec(),
@@ -408,7 +491,10 @@ mod tests {
     fn missing_tokenizer_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = PairTokenizer::from_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+        assert!(
+            err.contains("tokenizer.json") && err.contains("vocab.txt"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -421,7 +507,10 @@ mod tests {
 
     #[test]
     fn truncation_parses() {
-        assert_eq!("only_second".parse::<Truncation>().unwrap(), Truncation::OnlySecond);
+        assert_eq!(
+            "only_second".parse::<Truncation>().unwrap(),
+            Truncation::OnlySecond
+        );
         assert!("both".parse::<Truncation>().is_err());
     }
 }

@@ -32,7 +32,9 @@ impl WeightFiles {
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| EncoderError::malformed(&index, "missing object field weight_map"))?;
+                .ok_or_else(|| {
+                    EncoderError::malformed(&index, "missing object field weight_map")
+                })?;
             let mut files: Vec<PathBuf> = map
                 .values()
                 .filter_map(|v| v.as_str())
@@ -172,14 +174,19 @@ impl Weights {
 
     /// Read a tensor and check its shape.
     pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
-        let key = self.resolve(name).ok_or_else(|| EncoderError::MissingTensor {
-            name: self.full_name(name),
-            path: self.file.clone(),
-        })?;
-        let t = self.vb.get_unchecked(&key).map_err(|e| EncoderError::Weights {
-            path: self.file.clone(),
-            message: format!("tensor {}: {e}", self.full_name(&key)),
-        })?;
+        let key = self
+            .resolve(name)
+            .ok_or_else(|| EncoderError::MissingTensor {
+                name: self.full_name(name),
+                path: self.file.clone(),
+            })?;
+        let t = self
+            .vb
+            .get_unchecked(&key)
+            .map_err(|e| EncoderError::Weights {
+                path: self.file.clone(),
+                message: format!("tensor {}: {e}", self.full_name(&key)),
+            })?;
         if t.dims() != shape {
             return Err(EncoderError::ShapeMismatch {
                 name: self.full_name(&key),

@@ -89,7 +89,11 @@ impl Bert {
         let e = root.pp("embeddings");
         let embeddings = Embeddings {
             word: embedding(&e.pp("word_embeddings"), config.vocab_size, h)?,
-            position: embedding(&e.pp("position_embeddings"), config.max_position_embeddings, h)?,
+            position: embedding(
+                &e.pp("position_embeddings"),
+                config.max_position_embeddings,
+                h,
+            )?,
             token_type: embedding(&e.pp("token_type_embeddings"), config.type_vocab_size, h)?,
             norm: LayerNorm::load(&e.pp("LayerNorm"), h, true, config.layer_norm_eps)?,
         };
@@ -112,8 +116,18 @@ impl Bert {
                     config.intermediate_size,
                     true,
                 )?,
-                output: Linear::load(&l.pp("output").pp("dense"), config.intermediate_size, h, true)?,
-                out_norm: LayerNorm::load(&l.pp("output").pp("LayerNorm"), h, true, config.layer_norm_eps)?,
+                output: Linear::load(
+                    &l.pp("output").pp("dense"),
+                    config.intermediate_size,
+                    h,
+                    true,
+                )?,
+                out_norm: LayerNorm::load(
+                    &l.pp("output").pp("LayerNorm"),
+                    h,
+                    true,
+                    config.layer_norm_eps,
+                )?,
             });
         }
         let head = match with_head {
@@ -159,11 +173,14 @@ impl Bert {
 
     /// Classification logits, `[batch, num_labels]`.
     pub fn forward_logits(&self, batch: &PackedBatch) -> Result<Tensor> {
-        let (pooler, classifier) = self.head.as_ref().ok_or_else(|| EncoderError::InvalidOption {
-            name: "head".into(),
-            value: "none".into(),
-            reason: "model was loaded without a classification head".into(),
-        })?;
+        let (pooler, classifier) =
+            self.head
+                .as_ref()
+                .ok_or_else(|| EncoderError::InvalidOption {
+                    name: "head".into(),
+                    value: "none".into(),
+                    reason: "model was loaded without a classification head".into(),
+                })?;
         let hidden = self.forward_hidden(batch)?;
         let cls = batch.first_tokens(&hidden)?;
         let pooled = pooler.forward(&cls)?.tanh()?;

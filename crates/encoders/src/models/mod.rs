@@ -238,7 +238,8 @@ impl PackedBatch {
                         }
                     }
                 }
-                let window = Tensor::from_vec(m, (1, 1, l, l), &self.device)?.to_dtype(self.dtype)?;
+                let window =
+                    Tensor::from_vec(m, (1, 1, l, l), &self.device)?.to_dtype(self.dtype)?;
                 window.broadcast_add(&self.key_mask)
             }
         }
@@ -296,7 +297,9 @@ mod flash {
         let cu = Tensor::new(batch.cu_seqlens.as_slice(), q.device())?;
         let max = batch.max_len;
         let out = match half_window {
-            None => candle_flash_attn::flash_attn_varlen(q, k, v, &cu, &cu, max, max, scale, false)?,
+            None => {
+                candle_flash_attn::flash_attn_varlen(q, k, v, &cu, &cu, max, max, scale, false)?
+            }
             Some(w) => candle_flash_attn::flash_attn_varlen_windowed(
                 q,
                 k,

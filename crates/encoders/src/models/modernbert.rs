@@ -21,7 +21,13 @@ struct Rope {
 
 impl Rope {
     /// Computed in f32 exactly as transformers does (`inv_freq` then `pos * inv_freq`).
-    fn new(theta: f64, head_dim: usize, max_pos: usize, dtype: DType, device: &Device) -> Result<Self> {
+    fn new(
+        theta: f64,
+        head_dim: usize,
+        max_pos: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let half = head_dim / 2;
         let base = theta as f32;
         let inv_freq: Vec<f32> = (0..half)
@@ -145,8 +151,18 @@ impl ModernBert {
                 wqkv: Linear::load(&l.pp("attn").pp("Wqkv"), h, 3 * h, config.attention_bias)?,
                 wo: Linear::load(&l.pp("attn").pp("Wo"), h, h, config.attention_bias)?,
                 mlp_norm: LayerNorm::load(&l.pp("mlp_norm"), h, nb, eps)?,
-                wi: Linear::load(&l.pp("mlp").pp("Wi"), h, 2 * config.intermediate_size, config.mlp_bias)?,
-                mlp_wo: Linear::load(&l.pp("mlp").pp("Wo"), config.intermediate_size, h, config.mlp_bias)?,
+                wi: Linear::load(
+                    &l.pp("mlp").pp("Wi"),
+                    h,
+                    2 * config.intermediate_size,
+                    config.mlp_bias,
+                )?,
+                mlp_wo: Linear::load(
+                    &l.pp("mlp").pp("Wo"),
+                    config.intermediate_size,
+                    h,
+                    config.mlp_bias,
+                )?,
                 kind: *kind,
                 rope,
             });
@@ -154,7 +170,15 @@ impl ModernBert {
         let final_norm = LayerNorm::load(&root.pp("final_norm"), h, nb, eps)?;
         let ropes = thetas
             .iter()
-            .map(|&t| Rope::new(t, head_dim, config.max_position_embeddings, w.dtype(), w.device()))
+            .map(|&t| {
+                Rope::new(
+                    t,
+                    head_dim,
+                    config.max_position_embeddings,
+                    w.dtype(),
+                    w.device(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let head = match with_head {
             None => None,
@@ -208,7 +232,9 @@ impl ModernBert {
 
     /// Final (normed) hidden states of every token, `[total_tokens, hidden]`.
     pub fn forward_hidden(&self, batch: &PackedBatch) -> Result<Tensor> {
-        let mut xs = self.emb_norm.forward(&self.tok_embeddings.forward(&batch.input_ids)?)?;
+        let mut xs = self
+            .emb_norm
+            .forward(&self.tok_embeddings.forward(&batch.input_ids)?)?;
         for layer in &self.layers {
             let normed = match &layer.attn_norm {
                 Some(n) => n.forward(&xs)?,
@@ -238,17 +264,22 @@ impl ModernBert {
 
     /// Classification logits, `[batch, num_labels]`.
     pub fn forward_logits(&self, batch: &PackedBatch) -> Result<Tensor> {
-        let head = self.head.as_ref().ok_or_else(|| EncoderError::InvalidOption {
-            name: "head".into(),
-            value: "none".into(),
-            reason: "model was loaded without a classification head".into(),
-        })?;
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| EncoderError::InvalidOption {
+                name: "head".into(),
+                value: "none".into(),
+                reason: "model was loaded without a classification head".into(),
+            })?;
         let hidden = self.forward_hidden(batch)?;
         let pooled = match head.pooling {
             Pooling::Cls => batch.first_tokens(&hidden)?,
             Pooling::Mean => batch.mean_pool(&hidden)?,
         };
-        let x = head.norm.forward(&head.act.apply(&head.dense.forward(&pooled)?)?)?;
+        let x = head
+            .norm
+            .forward(&head.act.apply(&head.dense.forward(&pooled)?)?)?;
         Ok(head.classifier.forward(&x)?)
     }
 }

@@ -1,0 +1,204 @@
+//! Every broken model directory gets a typed error that names the file, field or tensor.
+
+use std::path::{Path, PathBuf};
+
+use tantivy_rerank_encoders::{CrossEncoder, CrossEncoderOptions, DeviceSpec, EncoderError};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Copy a fixture model into a temporary directory we can break.
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+    }
+    tmp
+}
+
+fn load(dir: &Path) -> Result<CrossEncoder, EncoderError> {
+    CrossEncoder::from_dir(dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+#[test]
+fn missing_config() {
+    let tmp = copy_fixture("bert-3label");
+    std::fs::remove_file(tmp.path().join("config.json")).unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::MissingFile { .. }), "{err}");
+    assert!(err.to_string().contains("config.json"));
+}
+
+#[test]
+fn malformed_config() {
+    let tmp = copy_fixture("bert-3label");
+    std::fs::write(tmp.path().join("config.json"), "{\"architectures\": [").unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::MalformedFile { .. }), "{err}");
+    assert!(err.to_string().contains("config.json"));
+}
+
+#[test]
+fn missing_required_config_field_is_named() {
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| {
+        v.as_object_mut().unwrap().remove("hidden_size");
+    });
+    let err = load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("hidden_size") && err.contains("config.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_architecture_lists_supported() {
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| {
+        v["architectures"] = serde_json::json!(["RobertaForSequenceClassification"]);
+        v["model_type"] = serde_json::json!("roberta");
+    });
+    let err = load(tmp.path()).unwrap_err();
+    assert!(
+        matches!(err, EncoderError::UnsupportedArchitecture { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("RobertaForSequenceClassification")
+            && msg.contains("BertForSequenceClassification")
+    );
+}
+
+#[test]
+fn missing_weights() {
+    let tmp = copy_fixture("bert-3label");
+    std::fs::remove_file(tmp.path().join("model.safetensors")).unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::MissingFile { .. }), "{err}");
+    assert!(err.to_string().contains("pytorch_model.bin"));
+}
+
+#[test]
+fn truncated_safetensors() {
+    let tmp = copy_fixture("bert-3label");
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::Weights { .. }), "{err}");
+    assert!(err.to_string().contains("model.safetensors"));
+}
+
+#[test]
+fn corrupt_pytorch_bin() {
+    let tmp = copy_fixture("bert-2label-vocab");
+    std::fs::write(tmp.path().join("pytorch_model.bin"), b"not a zip file").unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::Weights { .. }), "{err}");
+    assert!(err.to_string().contains("pytorch_model.bin"));
+}
+
+#[test]
+fn missing_tokenizer() {
+    let tmp = copy_fixture("bert-2label-vocab");
+    std::fs::remove_file(tmp.path().join("vocab.txt")).unwrap();
+    let err = load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocab.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_utf8_vocab() {
+    let tmp = copy_fixture("bert-2label-vocab");
+    let path = tmp.path().join("vocab.txt");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"\xc3\x28\n");
+    std::fs::write(&path, bytes).unwrap();
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::InvalidUtf8 { .. }), "{err}");
+}
+
+#[test]
+fn tensor_shape_mismatch_names_tensor_and_shapes() {
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| {
+        v["intermediate_size"] = serde_json::json!(41)
+    });
+    let err = load(tmp.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EncoderError::ShapeMismatch { .. }), "{msg}");
+    assert!(
+        msg.contains("intermediate.dense.weight") && msg.contains("41") && msg.contains("40"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn label_count_mismatch() {
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| {
+        v["id2label"] = serde_json::json!({"0": "no", "1": "yes"});
+        v["label2id"] = serde_json::json!({"no": 0, "yes": 1});
+    });
+    let err = load(tmp.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EncoderError::LabelCountMismatch {
+                config_labels: 2,
+                tensor_labels: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn modernbert_missing_tensor_is_named() {
+    let tmp = copy_fixture("modernbert-1label-mean");
+    // Claiming biases the checkpoint does not have makes the loader ask for them.
+    edit_config(tmp.path(), |v| v["mlp_bias"] = serde_json::json!(true));
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::MissingTensor { .. }), "{err}");
+    assert!(
+        err.to_string().contains("model.layers.0.mlp.Wi.bias"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let err = CrossEncoder::from_dir(
+        fixture("bert-3label"),
+        CrossEncoderOptions::default()
+            .device(DeviceSpec::Cpu)
+            .max_length(2),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_length"), "{err}");
+    #[cfg(not(feature = "cuda"))]
+    {
+        let err = CrossEncoder::from_dir(
+            fixture("bert-3label"),
+            CrossEncoderOptions::default().device(DeviceSpec::Cuda(0)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EncoderError::Device { .. }), "{err}");
+    }
+}
