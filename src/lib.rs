@@ -5,5 +5,8 @@
 //! everything through one name:
 //!
 //! - [`encoders`]: tokenizers and candle models (BERT, ModernBERT) behind
-//!   [`encoders::CrossEncoder`] and [`encoders::BiEncoder`].
+//!   [`encoders::CrossEncoder`] and [`encoders::BiEncoder`];
+//! - [`search`]: the tantivy article index, BM25 first stage, the `Reranker` trait and the
+//!   retrieve-then-rerank pipeline.
 pub use tantivy_rerank_encoders as encoders;
+pub use tantivy_rerank_search as search;

@@ -1,6 +1,7 @@
 //! `tantivy-rerank`: score pairs with a cross-encoder, index and search article corpora.
 
 mod score;
+mod search;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,10 @@ struct Cli {
 enum Command {
     /// Score (query, document) pairs from JSONL with a cross-encoder; one JSON line out per pair.
     Score(score::ScoreArgs),
+    /// Import an article corpus into an on-disk tantivy index.
+    Index(search::IndexArgs),
+    /// Search an index with BM25, optionally reranking the top candidates with a model.
+    Search(search::SearchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +37,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Score(args) => score::run(args),
+        Command::Index(args) => search::index(args),
+        Command::Search(args) => search::search(args),
     }
 }

@@ -162,16 +162,18 @@ impl ScoreHead {
                                 tracing::warn!(%name, %source, "activation_fn is not a torch class; using sigmoid as sentence-transformers does");
                                 ScoreActivation::Sigmoid
                             }
-                            Some((name, source)) => ScoreActivation::from_name(&name).ok_or_else(
-                                || EncoderError::InvalidConfig {
+                            Some((name, source)) => {
+                                ScoreActivation::from_name(&name).ok_or_else(|| {
+                                    EncoderError::InvalidConfig {
                                     path: source.into(),
                                     field: "activation_fn".into(),
                                     value: name.clone(),
                                     reason:
                                         "supported: Sigmoid, Identity, Tanh (torch.nn class paths)"
                                             .into(),
-                                },
-                            )?,
+                                }
+                                })?
+                            }
                         }
                     }
                 };

@@ -1,0 +1,182 @@
+//! `tantivy-rerank index` and `tantivy-rerank search`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, EncoderError};
+use tantivy_rerank_search::{ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker};
+
+use crate::score::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// A BEIR folder (corpus.jsonl), a JSONL file, or a folder of .txt/.md files.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Index directory (created if missing; documents with an existing id are replaced).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Count and skip malformed JSONL lines instead of failing.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
+    /// JSONL field holding the document id.
+    #[arg(long, default_value = "_id")]
+    pub id_field: String,
+    /// JSONL field holding the title.
+    #[arg(long, default_value = "title")]
+    pub title_field: String,
+    /// JSONL field holding the body.
+    #[arg(long, default_value = "text")]
+    pub body_field: String,
+    /// IndexWriter memory budget in MB.
+    #[arg(long, default_value_t = 256)]
+    pub memory_mb: usize,
+}
+
+pub fn index(args: IndexArgs) -> anyhow::Result<()> {
+    let index = ArticleIndex::open_or_create(&args.index, &Default::default())
+        .with_context(|| format!("opening index {}", args.index.display()))?;
+    let options = ImportOptions {
+        skip_bad_lines: args.skip_bad_lines,
+        memory_budget_bytes: args.memory_mb << 20,
+        ..Default::default()
+    };
+    let mapping = FieldMapping {
+        id: args.id_field.clone(),
+        title: Some(args.title_field.clone()),
+        body: args.body_field.clone(),
+    };
+    let report = if args.corpus.join("corpus.jsonl").is_file() {
+        index.import_jsonl(args.corpus.join("corpus.jsonl"), &mapping, &options)?
+    } else if args.corpus.is_file() {
+        index.import_jsonl(&args.corpus, &mapping, &options)?
+    } else if args.corpus.is_dir() {
+        index.import_dir(&args.corpus, &options)?
+    } else {
+        anyhow::bail!("corpus {} not found", args.corpus.display());
+    };
+    eprintln!(
+        "indexed {} documents ({} replaced, {} bad lines skipped, {} non-UTF-8 files skipped) in {:.2}s; index {} holds {}",
+        report.docs_indexed,
+        report.docs_replaced,
+        report.bad_lines_skipped,
+        report.non_utf8_files_skipped,
+        report.elapsed.as_secs_f64(),
+        args.index.display(),
+        index.num_docs()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// Index directory built by `tantivy-rerank index`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The query.
+    pub query: String,
+    /// Reranker: a cross-encoder or embedding-model directory, or a Hub id. Without it: BM25 only.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Candidates reranked.
+    #[arg(long, default_value_t = 100)]
+    pub window: usize,
+    /// Hits returned.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model_opts: SearchModelArgs,
+}
+
+/// Model options for `search` (the `--model` flag itself is optional there).
+#[derive(Args, Debug)]
+pub struct SearchModelArgs {
+    /// Maximum tokens per (query, passage) pair.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+/// Load a cross-encoder, or an embedding model when the checkpoint is not a classifier.
+pub fn load_reranker(model: &ModelArgs) -> anyhow::Result<Box<dyn Reranker>> {
+    let options = model.options()?;
+    match CrossEncoder::load(&model.model, options.clone()) {
+        Ok(m) => Ok(Box::new(m)),
+        Err(EncoderError::UnsupportedArchitecture { .. }) => Ok(Box::new(
+            BiEncoder::load(&model.model, options)
+                .with_context(|| format!("loading {}", model.model))?,
+        )),
+        Err(e) => Err(e).with_context(|| format!("loading {}", model.model)),
+    }
+}
+
+pub fn search(args: SearchArgs) -> anyhow::Result<()> {
+    let index = ArticleIndex::open(&args.index)
+        .with_context(|| format!("opening index {}", args.index.display()))?;
+    let Some(model) = &args.model else {
+        let hits = index.search_bm25(&args.query, args.top)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&hits)?);
+        } else {
+            for (i, h) in hits.iter().enumerate() {
+                println!("{:>3}. {:>8.3}  {}  {}", i + 1, h.score, h.id, h.title);
+            }
+        }
+        return Ok(());
+    };
+    let model_args = ModelArgs {
+        model: model.clone(),
+        revision: None,
+        max_length: args.model_opts.max_length,
+        batch_size: args.model_opts.batch_size,
+        truncation: "longest_first".into(),
+        device: args.model_opts.device.clone(),
+        dtype: args.model_opts.dtype.clone(),
+    };
+    let reranker = load_reranker(&model_args)?;
+    let options = RerankOptions {
+        window: args.window,
+        top_n: args.top,
+        ..Default::default()
+    };
+    let results = index.search_reranked(&args.query, reranker.as_ref(), &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    for (i, h) in results.hits.iter().enumerate() {
+        println!(
+            "{:>3}. {:>8}  bm25 {:>7.3} (#{})  {}  {}",
+            i + 1,
+            h.score
+                .map(|s| format!("{s:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            h.bm25_score,
+            h.bm25_rank,
+            h.id,
+            h.title
+        );
+    }
+    let t = results.timings;
+    eprintln!(
+        "retrieve {:.1} ms, fetch {:.1} ms, score {:.1} ms ({} passages), merge {:.1} ms",
+        t.retrieve.as_secs_f64() * 1e3,
+        t.fetch.as_secs_f64() * 1e3,
+        t.score.as_secs_f64() * 1e3,
+        results.passages_scored,
+        t.merge.as_secs_f64() * 1e3
+    );
+    Ok(())
+}

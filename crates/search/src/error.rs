@@ -1,0 +1,190 @@
+//! Error types of the search crate.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;
+
+/// A boxed error that a [`Reranker`](crate::Reranker) implementation may carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The error a [`Reranker`](crate::Reranker) returns when it cannot score a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum RerankError {
+    /// The model (or closure) failed.
+    #[error("reranker failed: {0}")]
+    Model(#[source] BoxError),
+    /// Any other failure, described in words.
+    #[error("reranker failed: {0}")]
+    Message(String),
+}
+
+impl RerankError {
+    /// Wrap any error.
+    pub fn new(err: impl Into<BoxError>) -> Self {
+        RerankError::Model(err.into())
+    }
+}
+
+#[cfg(feature = "encoders")]
+impl From<tantivy_rerank_encoders::EncoderError> for RerankError {
+    fn from(err: tantivy_rerank_encoders::EncoderError) -> Self {
+        RerankError::Model(Box::new(err))
+    }
+}
+
+/// Everything that can go wrong while indexing or searching.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// [`ArticleIndex::open`](crate::ArticleIndex::open) on a directory that does not exist
+    /// or holds no tantivy index.
+    #[error("no index found at {path}")]
+    IndexNotFound {
+        /// The directory that was asked for.
+        path: PathBuf,
+    },
+    /// Another `IndexWriter` (in this or another process) holds the index lock.
+    #[error("the index at {path} is locked by another writer")]
+    IndexLocked {
+        /// The index directory.
+        path: PathBuf,
+    },
+    /// The index exists but lacks a field this crate needs (it was not created by it).
+    #[error("the index at {path} has no field `{field}` (not an article index?)")]
+    SchemaMismatch {
+        /// The index directory.
+        path: PathBuf,
+        /// The missing field.
+        field: String,
+    },
+    /// Reading a file or directory failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSONL line is not valid JSON or not a JSON object.
+    #[error("{path}:{line}: malformed JSON line: {message}")]
+    MalformedLine {
+        /// The JSONL file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A JSONL record lacks the id field.
+    #[error("{path}:{line}: missing field `{field}`")]
+    MissingField {
+        /// The JSONL file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The field that was expected.
+        field: String,
+    },
+    /// A JSONL field has a type that cannot be used (e.g. an object as title).
+    #[error("{path}:{line}: field `{field}` has an unusable value {value}")]
+    InvalidField {
+        /// The JSONL file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The field name.
+        field: String,
+        /// The offending value (abridged).
+        value: String,
+    },
+    /// An unknown analyzer name.
+    #[error("unknown analyzer `{name}` (expected one of: en_stem, en_stem_stop)")]
+    UnknownAnalyzer {
+        /// The name given.
+        name: String,
+    },
+    /// An option has a value that cannot work.
+    #[error("invalid option {option} = {value}: {reason}")]
+    InvalidOption {
+        /// The option name.
+        option: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// The reranker failed for a query.
+    #[error("reranking query {query:?} failed: {source}")]
+    Rerank {
+        /// The query.
+        query: String,
+        /// The reranker's error.
+        #[source]
+        source: RerankError,
+    },
+    /// The reranker returned a different number of scores than texts.
+    #[error("reranker returned {got} scores for {expected} texts (query {query:?})")]
+    ScoreCountMismatch {
+        /// The query.
+        query: String,
+        /// Number of texts sent.
+        expected: usize,
+        /// Number of scores received.
+        got: usize,
+    },
+    /// The reranker returned NaN or an infinity.
+    #[error(
+        "reranker returned a non-finite score {value} for document `{doc_id}` (query {query:?})"
+    )]
+    NonFiniteScore {
+        /// The query.
+        query: String,
+        /// The document whose (passage) score is not finite.
+        doc_id: String,
+        /// The score.
+        value: f32,
+    },
+    /// A stored document lacks a stored field (index corrupted or foreign).
+    #[error("stored document {doc_address} lacks field `{field}`")]
+    MissingStoredField {
+        /// `segment_ord/doc_id`.
+        doc_address: String,
+        /// The field.
+        field: String,
+    },
+    /// Any other tantivy error, with what we were doing.
+    #[error("tantivy error while {context}: {source}")]
+    Tantivy {
+        /// What was being done.
+        context: String,
+        /// The tantivy error.
+        #[source]
+        source: tantivy::TantivyError,
+    },
+}
+
+impl SearchError {
+    pub(crate) fn tantivy(
+        context: impl Into<String>,
+    ) -> impl FnOnce(tantivy::TantivyError) -> SearchError {
+        let context = context.into();
+        move |source| SearchError::Tantivy { context, source }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SearchError {
+        let path = path.into();
+        move |source| SearchError::Io { path, source }
+    }
+}
+
+/// Abridge a value for an error message.
+pub(crate) fn abridge(value: &str, max_chars: usize) -> String {
+    if value.chars().count() <= max_chars {
+        value.to_string()
+    } else {
+        let mut s: String = value.chars().take(max_chars).collect();
+        s.push('…');
+        s
+    }
+}

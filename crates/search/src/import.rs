@@ -1,0 +1,349 @@
+//! Readers of article corpora: BEIR `corpus.jsonl`, generic JSONL, directories of text files.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{abridge, Result, SearchError};
+
+/// One document to index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Article {
+    /// Unique id; importing an id again replaces the earlier document.
+    pub id: String,
+    /// Title (may be empty).
+    pub title: String,
+    /// Body text.
+    pub body: String,
+}
+
+/// Which JSON fields of a JSONL record hold the id, title and body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldMapping {
+    /// Id field (required in every record; a string or an integer).
+    pub id: String,
+    /// Title field (optional in records; `None` = no title).
+    pub title: Option<String>,
+    /// Body field (optional in records: missing or null is an empty body).
+    pub body: String,
+}
+
+impl FieldMapping {
+    /// BEIR `corpus.jsonl`: `_id`, `title`, `text`.
+    pub fn beir() -> Self {
+        FieldMapping {
+            id: "_id".into(),
+            title: Some("title".into()),
+            body: "text".into(),
+        }
+    }
+}
+
+impl Default for FieldMapping {
+    fn default() -> Self {
+        FieldMapping::beir()
+    }
+}
+
+/// Options of an import.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportOptions {
+    /// Total `IndexWriter` memory budget in bytes (default 256 MB). Each indexing thread
+    /// needs at least 15 MB, so small budgets use fewer threads.
+    pub memory_budget_bytes: usize,
+    /// Indexing threads (default: available cores; at most 8, tantivy's limit).
+    pub threads: Option<usize>,
+    /// Count and skip malformed JSONL lines instead of failing (default `false`).
+    pub skip_bad_lines: bool,
+    /// Show a progress bar on stderr (default `true`; never drawn when stderr is not a
+    /// terminal).
+    pub progress: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            memory_budget_bytes: 256 << 20,
+            threads: None,
+            skip_bad_lines: false,
+            progress: true,
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// Documents added (including replacements).
+    pub docs_indexed: u64,
+    /// Of those, documents whose id already existed (in the index or earlier in the import)
+    /// and were replaced.
+    pub docs_replaced: u64,
+    /// Malformed JSONL lines skipped (only with `skip_bad_lines`).
+    pub bad_lines_skipped: u64,
+    /// `.txt` / `.md` files skipped because they are not UTF-8.
+    pub non_utf8_files_skipped: u64,
+    /// Wall-clock time of the import, commit included (milliseconds in JSON).
+    #[serde(with = "ms")]
+    pub elapsed: Duration,
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1e3)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)? / 1e3).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse one JSONL line into an article (`Ok(None)` for a blank line).
+pub(crate) fn parse_line(
+    raw: &[u8],
+    mapping: &FieldMapping,
+    path: &Path,
+    line: usize,
+) -> Result<Option<Article>> {
+    let malformed = |message: String| SearchError::MalformedLine {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let text = std::str::from_utf8(raw).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(malformed(format!(
+            "expected a JSON object, got {}",
+            abridge(text.trim(), 60)
+        )));
+    };
+    let invalid = |field: &str, v: &Value| SearchError::InvalidField {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_string(),
+        value: abridge(&v.to_string(), 60),
+    };
+    let id = match obj.get(&mapping.id) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        None | Some(Value::Null) => {
+            return Err(SearchError::MissingField {
+                path: path.to_path_buf(),
+                line,
+                field: mapping.id.clone(),
+            })
+        }
+        Some(v) => return Err(invalid(&mapping.id, v)),
+    };
+    let text_of = |field: &str| -> Result<String> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(v) => Err(invalid(field, v)),
+        }
+    };
+    let title = match &mapping.title {
+        Some(f) => text_of(f)?,
+        None => String::new(),
+    };
+    let body = text_of(&mapping.body)?;
+    Ok(Some(Article { id, title, body }))
+}
+
+/// Lines parsed per rayon batch.
+const CHUNK: usize = 4096;
+
+/// Read a JSONL file, calling `sink` for each article in file order. Lines are parsed in
+/// parallel batches. Bad lines fail, or are counted into `bad_lines` with `skip_bad_lines`.
+pub(crate) fn read_jsonl(
+    path: &Path,
+    mapping: &FieldMapping,
+    skip_bad_lines: bool,
+    bad_lines: &mut u64,
+    sink: &mut dyn FnMut(Article) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).map_err(SearchError::io(path))?;
+    let mut reader = BufReader::new(file);
+    let mut line_no = 0usize;
+    let mut eof = false;
+    while !eof {
+        let mut chunk: Vec<(usize, Vec<u8>)> = Vec::with_capacity(CHUNK);
+        while chunk.len() < CHUNK {
+            let mut buf = Vec::new();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(SearchError::io(path))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            line_no += 1;
+            chunk.push((line_no, buf));
+        }
+        let parsed: Vec<Result<Option<Article>>> = chunk
+            .par_iter()
+            .map(|(line, raw)| parse_line(raw, mapping, path, *line))
+            .collect();
+        for item in parsed {
+            match item {
+                Ok(Some(article)) => sink(article)?,
+                Ok(None) => {}
+                Err(e) if skip_bad_lines => {
+                    tracing::warn!("skipping bad line: {e}");
+                    *bad_lines += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `.txt` and `.md` files under `root`, recursively, sorted by path.
+fn text_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(SearchError::io(&dir))?;
+        for entry in entries {
+            let path = entry.map_err(SearchError::io(&dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("md"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The article of a text file: title = first `# ` heading, else the file stem; id = the
+/// path relative to `root` with `/` separators; body = the whole text.
+pub(crate) fn article_from_text(root: &Path, path: &Path, text: String) -> Article {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let id = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    let title = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    Article {
+        id,
+        title,
+        body: text,
+    }
+}
+
+/// Read every `.txt`/`.md` file under `root`; non-UTF-8 files are skipped with a warning
+/// and counted into `non_utf8`.
+pub(crate) fn read_dir(
+    root: &Path,
+    non_utf8: &mut u64,
+    sink: &mut dyn FnMut(Article) -> Result<()>,
+) -> Result<()> {
+    if !root.is_dir() {
+        return Err(SearchError::Io {
+            path: root.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+        });
+    }
+    for path in text_files(root)? {
+        let bytes = std::fs::read(&path).map_err(SearchError::io(&path))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => sink(article_from_text(root, &path, text))?,
+            Err(_) => {
+                tracing::warn!(path = %path.display(), "skipping file that is not UTF-8");
+                *non_utf8 += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<Option<Article>> {
+        parse_line(
+            line.as_bytes(),
+            &FieldMapping::beir(),
+            Path::new("c.jsonl"),
+            7,
+        )
+    }
+
+    #[test]
+    fn parses_beir_records() {
+        let a = parse(r#"{"_id": "x1", "title": "T", "text": "B", "extra": 1}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a,
+            Article {
+                id: "x1".into(),
+                title: "T".into(),
+                body: "B".into()
+            }
+        );
+        let a = parse(r#"{"_id": 42, "text": "B"}"#).unwrap().unwrap();
+        assert_eq!((a.id.as_str(), a.title.as_str()), ("42", ""));
+        assert!(parse("   \n").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_records_name_line_and_field() {
+        let e = parse("{not json").unwrap_err().to_string();
+        assert!(e.contains("c.jsonl:7"), "{e}");
+        let e = parse(r#"{"title": "T"}"#).unwrap_err().to_string();
+        assert!(e.contains(":7") && e.contains("`_id`"), "{e}");
+        let e = parse(r#"{"_id": "a", "text": {"x": 1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`text`") && e.contains("{\"x\":1}"), "{e}");
+        assert!(parse("[1]").is_err());
+        assert!(parse_line(b"\xff\xfe", &FieldMapping::beir(), Path::new("c"), 1).is_err());
+    }
+
+    #[test]
+    fn text_file_titles_and_ids() {
+        let root = Path::new("/r");
+        let a = article_from_text(
+            root,
+            Path::new("/r/sub/a.md"),
+            "intro\n# Heading One\nbody".into(),
+        );
+        assert_eq!(
+            (a.id.as_str(), a.title.as_str()),
+            ("sub/a.md", "Heading One")
+        );
+        let b = article_from_text(root, Path::new("/r/notes.txt"), "## not h1\nplain".into());
+        assert_eq!((b.id.as_str(), b.title.as_str()), ("notes.txt", "notes"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Splitting long documents into overlapping passages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SearchError};
+
+/// How a candidate's text (title + body) is split into passages before reranking.
+///
+/// Lengths are in whitespace-separated **words** (cheap, model independent). When the
+/// reranker can count tokens ([`Reranker::count_tokens`](crate::Reranker::count_tokens)) and
+/// reports [`Reranker::max_tokens`](crate::Reranker::max_tokens), passages that would not
+/// fit next to the query are split further, so the model never silently truncates them.
+/// Only the first `max_passages` passages of a document are scored: text beyond
+/// `stride * (max_passages - 1) + length` words is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PassageOptions {
+    /// Words per passage (default 200).
+    pub length: usize,
+    /// Words between passage starts (default 100; `stride < length` overlaps).
+    pub stride: usize,
+    /// At most this many passages per document (default 20).
+    pub max_passages: usize,
+}
+
+impl Default for PassageOptions {
+    fn default() -> Self {
+        PassageOptions {
+            length: 200,
+            stride: 100,
+            max_passages: 20,
+        }
+    }
+}
+
+impl PassageOptions {
+    /// Reject zero lengths.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option, value: usize| SearchError::InvalidOption {
+            option,
+            value: value.to_string(),
+            reason: "must be at least 1",
+        };
+        if self.length == 0 {
+            return Err(bad("passages.length", self.length));
+        }
+        if self.stride == 0 {
+            return Err(bad("passages.stride", self.stride));
+        }
+        if self.max_passages == 0 {
+            return Err(bad("passages.max_passages", self.max_passages));
+        }
+        Ok(())
+    }
+}
+
+/// Byte ranges of the whitespace-separated words of `text`.
+fn word_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if let Some(s) = start.take() {
+                spans.push((s, i));
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, text.len()));
+    }
+    spans
+}
+
+/// Split `text` into passages of `options.length` words every `options.stride` words,
+/// at most `options.max_passages` of them. Each passage is a slice of `text` (original
+/// whitespace kept). A text of no words gives one empty passage, so every document is scored.
+pub fn split_passages<'a>(text: &'a str, options: &PassageOptions) -> Vec<&'a str> {
+    let spans = word_spans(text);
+    if spans.is_empty() {
+        return vec![""];
+    }
+    let length = options.length.max(1);
+    let stride = options.stride.max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < spans.len() && out.len() < options.max_passages.max(1) {
+        let end = (start + length).min(spans.len());
+        out.push(&text[spans[start].0..spans[end - 1].1]);
+        if end == spans.len() {
+            break;
+        }
+        start += stride;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(length: usize, stride: usize, max_passages: usize) -> PassageOptions {
+        PassageOptions {
+            length,
+            stride,
+            max_passages,
+        }
+    }
+
+    #[test]
+    fn splits_with_overlap_and_cap() {
+        let text = "a b c d e f g";
+        assert_eq!(
+            split_passages(text, &opts(3, 2, 10)),
+            ["a b c", "c d e", "e f g"]
+        );
+        assert_eq!(
+            split_passages(text, &opts(3, 3, 10)),
+            ["a b c", "d e f", "g"]
+        );
+        assert_eq!(split_passages(text, &opts(3, 2, 2)), ["a b c", "c d e"]);
+        assert_eq!(split_passages(text, &opts(100, 50, 2)), [text]);
+    }
+
+    #[test]
+    fn keeps_inner_whitespace_and_handles_empty() {
+        assert_eq!(
+            split_passages("  x\n\ny  z ", &opts(2, 1, 5)),
+            ["x\n\ny", "y  z"]
+        );
+        assert_eq!(split_passages("   ", &opts(2, 1, 5)), [""]);
+        assert_eq!(
+            split_passages("héllo wörld ü", &opts(2, 2, 5)),
+            ["héllo wörld", "ü"]
+        );
+    }
+
+    #[test]
+    fn zero_options_rejected() {
+        assert!(opts(0, 1, 1).validate().is_err());
+        assert!(opts(1, 0, 1).validate().is_err());
+        assert!(opts(1, 1, 0).validate().is_err());
+        assert!(PassageOptions::default().validate().is_ok());
+    }
+}

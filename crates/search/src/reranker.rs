@@ -1,0 +1,120 @@
+//! The [`Reranker`] trait: the only seam between search and models.
+
+use crate::error::{BoxError, RerankError};
+
+/// Scores texts against a query. One call per query: the pipeline batches every passage
+/// of every candidate into one `rerank` call.
+pub trait Reranker: Send + Sync {
+    /// One score per text, in the order of `texts`. Higher is more relevant.
+    fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError>;
+
+    /// Maximum input length of the model in tokens, if it has one.
+    fn max_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Number of model tokens in `text`, if the reranker can count them. Used to shrink
+    /// passages that would not fit [`Reranker::max_tokens`].
+    fn count_tokens(&self, _text: &str) -> Option<usize> {
+        None
+    }
+}
+
+impl<R: Reranker + ?Sized> Reranker for &R {
+    fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
+        (**self).rerank(query, texts)
+    }
+    fn max_tokens(&self) -> Option<usize> {
+        (**self).max_tokens()
+    }
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        (**self).count_tokens(text)
+    }
+}
+
+/// A [`Reranker`] made of a closure `Fn(&str, &[&str]) -> Result<Vec<f32>, E>`.
+///
+/// ```
+/// use tantivy_rerank_search::{FnReranker, Reranker};
+/// let by_length = FnReranker::new(|_q: &str, texts: &[&str]| {
+///     Ok::<_, std::convert::Infallible>(texts.iter().map(|t| t.len() as f32).collect())
+/// });
+/// assert_eq!(by_length.rerank("q", &["a", "abc"]).unwrap(), vec![1.0, 3.0]);
+/// ```
+pub struct FnReranker<F> {
+    f: F,
+    max_tokens: Option<usize>,
+}
+
+impl<F> std::fmt::Debug for FnReranker<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnReranker")
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
+}
+
+impl<F> FnReranker<F> {
+    /// Wrap a closure.
+    pub fn new(f: F) -> Self {
+        FnReranker {
+            f,
+            max_tokens: None,
+        }
+    }
+
+    /// Report a maximum length (in whitespace words, since a closure has no tokenizer).
+    pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+}
+
+impl<F, E> Reranker for FnReranker<F>
+where
+    F: Fn(&str, &[&str]) -> Result<Vec<f32>, E> + Send + Sync,
+    E: Into<BoxError>,
+{
+    fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
+        (self.f)(query, texts).map_err(|e| RerankError::Model(e.into()))
+    }
+    fn max_tokens(&self) -> Option<usize> {
+        self.max_tokens
+    }
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        self.max_tokens.map(|_| text.split_whitespace().count())
+    }
+}
+
+#[cfg(feature = "encoders")]
+mod encoders {
+    use super::*;
+    use tantivy_rerank_encoders::{BiEncoder, CrossEncoder};
+
+    /// Scores (query, text) pairs jointly with [`CrossEncoder::scores`].
+    impl Reranker for CrossEncoder {
+        fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
+            let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
+            Ok(self.scores(&pairs)?)
+        }
+        fn max_tokens(&self) -> Option<usize> {
+            Some(self.max_length())
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            self.tokenizer().encode_single(text).ok().map(|e| e.len())
+        }
+    }
+
+    /// Cosine similarity of query and text embeddings ([`BiEncoder::score`]).
+    impl Reranker for BiEncoder {
+        fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
+            Ok(self.score(query, texts)?)
+        }
+        fn max_tokens(&self) -> Option<usize> {
+            Some(self.max_length())
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            self.tokenizer().encode_single(text).ok().map(|e| e.len())
+        }
+    }
+}
