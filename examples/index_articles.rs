@@ -13,19 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use tantivy_rerank::encoders::{BiEncoder, CrossEncoder, CrossEncoderOptions, EncoderError};
-use tantivy_rerank::search::{ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker};
-
-fn load_reranker(dir: &str) -> anyhow::Result<Box<dyn Reranker>> {
-    let options = CrossEncoderOptions::default();
-    match CrossEncoder::load(dir, options.clone()) {
-        Ok(m) => Ok(Box::new(m)),
-        Err(EncoderError::UnsupportedArchitecture { .. }) => Ok(Box::new(
-            BiEncoder::load(dir, options).with_context(|| format!("loading {dir}"))?,
-        )),
-        Err(e) => Err(e).with_context(|| format!("loading {dir}")),
-    }
-}
+use tantivy_rerank::encoders::CrossEncoderOptions;
+use tantivy_rerank::search::{
+    load_model_reranker, ArticleIndex, FieldMapping, ImportOptions, RerankOptions,
+};
 
 fn default_queries(corpus: &Path) -> Vec<String> {
     let queries = corpus.join("queries.jsonl");
@@ -112,7 +103,10 @@ fn main() -> anyhow::Result<()> {
         queries = default_queries(&corpus);
     }
     let reranker = match &model {
-        Some(dir) => Some(load_reranker(dir)?),
+        Some(dir) => Some(
+            load_model_reranker(dir, CrossEncoderOptions::default())
+                .with_context(|| format!("loading {dir}"))?,
+        ),
         None => {
             println!("no model given (--model DIR or TANTIVY_RERANK_MODEL): BM25 only");
             None

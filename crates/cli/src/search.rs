@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, EncoderError};
-use tantivy_rerank_search::{ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker};
+use tantivy_rerank_search::{
+    load_model_reranker, ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker,
+};
 
 use crate::score::ModelArgs;
 
@@ -111,15 +112,8 @@ pub struct SearchModelArgs {
 
 /// Load a cross-encoder, or an embedding model when the checkpoint is not a classifier.
 pub fn load_reranker(model: &ModelArgs) -> anyhow::Result<Box<dyn Reranker>> {
-    let options = model.options()?;
-    match CrossEncoder::load(&model.model, options.clone()) {
-        Ok(m) => Ok(Box::new(m)),
-        Err(EncoderError::UnsupportedArchitecture { .. }) => Ok(Box::new(
-            BiEncoder::load(&model.model, options)
-                .with_context(|| format!("loading {}", model.model))?,
-        )),
-        Err(e) => Err(e).with_context(|| format!("loading {}", model.model)),
-    }
+    load_model_reranker(&model.model, model.options()?)
+        .with_context(|| format!("loading {}", model.model))
 }
 
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {

@@ -48,6 +48,8 @@ pub use passages::{split_passages, PassageOptions};
 pub use rerank::{
     Aggregation, Candidate, Combination, Hit, PassageHit, RerankOptions, RerankResults, Timings,
 };
+#[cfg(feature = "encoders")]
+pub use reranker::load_model_reranker;
 pub use reranker::{FnReranker, Reranker};
 pub use schema::{
     Analyzer, ArticleFields, SchemaOptions, ALL_FIELD, BODY_FIELD, ID_FIELD, TITLE_FIELD,

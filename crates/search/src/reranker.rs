@@ -86,6 +86,24 @@ where
     }
 }
 
+/// Load a model as a [`Reranker`]: a cross-encoder (sequence-classification checkpoint), or,
+/// when the checkpoint is a plain encoder, an embedding model scoring by cosine similarity.
+/// `id_or_dir` is a local directory or a Hugging Face Hub id.
+#[cfg(feature = "encoders")]
+pub fn load_model_reranker(
+    id_or_dir: &str,
+    options: tantivy_rerank_encoders::CrossEncoderOptions,
+) -> Result<Box<dyn Reranker>, tantivy_rerank_encoders::EncoderError> {
+    use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, EncoderError};
+    match CrossEncoder::load(id_or_dir, options.clone()) {
+        Ok(m) => Ok(Box::new(m)),
+        Err(EncoderError::UnsupportedArchitecture { .. }) => {
+            Ok(Box::new(BiEncoder::load(id_or_dir, options)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(feature = "encoders")]
 mod encoders {
     use super::*;
