@@ -143,15 +143,7 @@ fn main() -> anyhow::Result<()> {
                             .unwrap_or_default()
                     );
                 }
-                let t = results.timings;
-                println!(
-                    "     retrieve {:.1} ms, fetch {:.1} ms, score {:.1} ms ({} passages), merge {:.1} ms",
-                    t.retrieve.as_secs_f64() * 1e3,
-                    t.fetch.as_secs_f64() * 1e3,
-                    t.score.as_secs_f64() * 1e3,
-                    results.passages_scored,
-                    t.merge.as_secs_f64() * 1e3
-                );
+                println!("     {}", results.timing_summary());
             }
             None => {
                 for (i, c) in index.search_bm25(q, 5)?.iter().enumerate() {

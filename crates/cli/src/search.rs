@@ -163,14 +163,6 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
             h.title
         );
     }
-    let t = results.timings;
-    eprintln!(
-        "retrieve {:.1} ms, fetch {:.1} ms, score {:.1} ms ({} passages), merge {:.1} ms",
-        t.retrieve.as_secs_f64() * 1e3,
-        t.fetch.as_secs_f64() * 1e3,
-        t.score.as_secs_f64() * 1e3,
-        results.passages_scored,
-        t.merge.as_secs_f64() * 1e3
-    );
+    eprintln!("{}", results.timing_summary());
     Ok(())
 }

@@ -184,14 +184,12 @@ fn hub_err(repo: &str, file: &str, e: impl std::fmt::Display) -> EncoderError {
     }
 }
 
-/// Download the wanted files of a Hub repo (model or dataset) into the shared cache, listing
-/// the repo first so optional files that do not exist are not requested. Returns local paths.
-pub fn fetch_repo(
+/// A handle on a Hub repo plus its file listing.
+fn open_repo(
     repo_id: &str,
     repo_type: RepoType,
     revision: &str,
-    wanted: &[Wanted<'_>],
-) -> Result<Vec<PathBuf>> {
+) -> Result<(hf_hub::api::sync::ApiRepo, hf_hub::api::RepoInfo)> {
     let api = build_api()?;
     let repo_api = api.repo(Repo::with_revision(
         repo_id.into(),
@@ -201,6 +199,18 @@ pub fn fetch_repo(
     let info = repo_api
         .info()
         .map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
+    Ok((repo_api, info))
+}
+
+/// Download the wanted files of a Hub repo (model or dataset) into the shared cache, listing
+/// the repo first so optional files that do not exist are not requested. Returns local paths.
+pub fn fetch_repo(
+    repo_id: &str,
+    repo_type: RepoType,
+    revision: &str,
+    wanted: &[Wanted<'_>],
+) -> Result<Vec<PathBuf>> {
+    let (repo_api, info) = open_repo(repo_id, repo_type, revision)?;
     let listed: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let mut out = Vec::new();
     for w in wanted {
@@ -231,15 +241,7 @@ pub fn fetch_repo(
 
 /// List the files of a Hub repo (e.g. to pick `<subset>/<split>*.parquet` of a dataset).
 pub fn list_repo_files(repo_id: &str, repo_type: RepoType, revision: &str) -> Result<Vec<String>> {
-    let api = build_api()?;
-    let repo_api = api.repo(Repo::with_revision(
-        repo_id.into(),
-        repo_type,
-        revision.into(),
-    ));
-    let info = repo_api
-        .info()
-        .map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
+    let (_, info) = open_repo(repo_id, repo_type, revision)?;
     Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
 }
 

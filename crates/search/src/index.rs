@@ -436,31 +436,25 @@ impl ArticleIndex {
 
     /// BM25 top `k` of `query` with stored text. Empty query: no hits.
     pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Candidate>> {
-        let Some(q) = self.parse_query(query) else {
-            return Ok(Vec::new());
-        };
-        if k == 0 {
-            return Ok(Vec::new());
-        }
+        let (searcher, top) = self.top_docs(query, k)?;
+        self.fetch(&searcher, &top)
+    }
+
+    /// BM25 top `k` addresses of `query` (none for an empty query or `k == 0`).
+    fn top_docs(&self, query: &str, k: usize) -> Result<(Searcher, Candidates)> {
         let searcher = self.reader.searcher();
+        let Some(q) = self.parse_query(query).filter(|_| k > 0) else {
+            return Ok((searcher, Vec::new()));
+        };
         let top = searcher
             .search(&q, &TopDocs::with_limit(k))
             .map_err(SearchError::tantivy("BM25 search"))?;
-        self.fetch(&searcher, &top)
+        Ok((searcher, top))
     }
 
     /// BM25 top `k` ids and scores only (no stored-text fetch): the fast path for evaluation.
     pub fn search_bm25_ids(&self, query: &str, k: usize) -> Result<Vec<(String, f32)>> {
-        let Some(q) = self.parse_query(query) else {
-            return Ok(Vec::new());
-        };
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let searcher = self.reader.searcher();
-        let top = searcher
-            .search(&q, &TopDocs::with_limit(k))
-            .map_err(SearchError::tantivy("BM25 search"))?;
+        let (searcher, top) = self.top_docs(query, k)?;
         top.iter()
             .map(|&(score, address)| {
                 let doc: TantivyDocument = searcher

@@ -171,6 +171,23 @@ pub struct Hit {
     pub passage: Option<PassageHit>,
 }
 
+impl Hit {
+    /// A hit that only has its first-stage (BM25) score, at 1-based `rank`.
+    fn first_stage(c: Candidate, rank: usize) -> Self {
+        Hit {
+            id: c.id,
+            title: c.title,
+            body: c.body,
+            address: c.address,
+            bm25_score: c.score,
+            bm25_rank: rank,
+            rerank_score: None,
+            score: None,
+            passage: None,
+        }
+    }
+}
+
 /// Wall-clock time of each stage of one query. Serialised as milliseconds (`f64`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
@@ -192,6 +209,22 @@ impl Timings {
     /// Sum of all stages.
     pub fn total(&self) -> Duration {
         self.retrieve + self.fetch + self.score + self.merge
+    }
+}
+
+impl RerankResults {
+    /// One line with the per-stage timings, for logs and terminals.
+    pub fn timing_summary(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let t = &self.timings;
+        format!(
+            "retrieve {:.1} ms, fetch {:.1} ms, score {:.1} ms ({} passages), merge {:.1} ms",
+            ms(t.retrieve),
+            ms(t.fetch),
+            ms(t.score),
+            self.passages_scored,
+            ms(t.merge)
+        )
     }
 }
 
@@ -417,31 +450,16 @@ pub(crate) fn rerank_candidates<R: Reranker + ?Sized>(
             }
         });
         hits.push(Hit {
-            id: c.id,
-            title: c.title,
-            body: c.body,
-            address: c.address,
-            bm25_score: c.score,
-            bm25_rank: doc + 1,
             rerank_score: Some(aggregated[doc]),
             score: Some(finals[doc]),
             passage,
+            ..Hit::first_stage(c, doc + 1)
         });
     }
     let tail = top_n.saturating_sub(hits.len());
     for (i, slot) in slots.iter_mut().enumerate().skip(window).take(tail) {
         if let Some(c) = slot.take() {
-            hits.push(Hit {
-                id: c.id,
-                title: c.title,
-                body: c.body,
-                address: c.address,
-                bm25_score: c.score,
-                bm25_rank: i + 1,
-                rerank_score: None,
-                score: None,
-                passage: None,
-            });
+            hits.push(Hit::first_stage(c, i + 1));
         }
     }
     Ok((hits, flat.len(), score_time, t_merge.elapsed()))
