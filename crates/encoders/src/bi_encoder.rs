@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use crate::batching::{plan_batches, run_with_backoff};
 use crate::config::ModelConfig;
-use crate::cross_encoder::{effective_max_length, rank_scores, CrossEncoderOptions, Ranked};
+use crate::cross_encoder::{
+    default_max_batch_tokens, effective_max_length, rank_scores, CrossEncoderOptions, Ranked,
+};
 use crate::device::Precision;
 use crate::error::{EncoderError, Result};
 use crate::models::PackedBatch;
@@ -133,11 +135,9 @@ impl BiEncoder {
             normalize,
             max_length,
             batch_size: options.batch_size.max(1),
-            max_batch_tokens: options.max_batch_tokens.or(Some(if device.is_cuda() {
-                65_536
-            } else {
-                16_384
-            })),
+            max_batch_tokens: options
+                .max_batch_tokens
+                .or(Some(default_max_batch_tokens(&device))),
             device,
             dtype,
             dir: dir.to_path_buf(),

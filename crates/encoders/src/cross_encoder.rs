@@ -37,7 +37,7 @@ pub struct CrossEncoderOptions {
     pub max_length: Option<usize>,
     /// Pairs per forward pass (default 32).
     pub batch_size: usize,
-    /// Padded tokens per forward pass (default: 16,384 on CPU, 65,536 on CUDA).
+    /// Padded tokens per forward pass (default: [`default_max_batch_tokens`]).
     pub max_batch_tokens: Option<usize>,
     /// Truncation strategy (default `longest_first`).
     pub truncation: Truncation,
@@ -197,6 +197,16 @@ impl std::fmt::Debug for CrossEncoder {
     }
 }
 
+/// Default token budget of one forward pass: 4,096 on the CPU (bigger batches gain nothing
+/// there and their temporaries cost page faults), 65,536 on CUDA.
+pub fn default_max_batch_tokens(device: &Device) -> usize {
+    if device.is_cuda() {
+        65_536
+    } else {
+        4_096
+    }
+}
+
 /// Resolve the effective maximum length as sentence-transformers does: the smallest of the
 /// user's value, the tokenizer's `model_max_length` and `max_position_embeddings`.
 pub(crate) fn effective_max_length(
@@ -246,10 +256,9 @@ impl CrossEncoder {
             model.max_position_embeddings(),
         )?;
         let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
-        let max_batch_tokens =
-            options
-                .max_batch_tokens
-                .or(Some(if device.is_cuda() { 65_536 } else { 16_384 }));
+        let max_batch_tokens = options
+            .max_batch_tokens
+            .or(Some(default_max_batch_tokens(&device)));
         tracing::info!(
             dir = %dir.display(),
             family = ?family,

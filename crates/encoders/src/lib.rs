@@ -44,8 +44,8 @@ use candle_core::{DType, Device, Tensor};
 pub use bi_encoder::{cosine, BiEncoder, EmbeddingPooling};
 pub use config::Family;
 pub use cross_encoder::{
-    rank_scores, Classification, CrossEncoder, CrossEncoderOptions, PredictStats, Prediction,
-    Ranked,
+    default_max_batch_tokens, rank_scores, Classification, CrossEncoder, CrossEncoderOptions,
+    PredictStats, Prediction, Ranked,
 };
 pub use device::{DeviceSpec, Precision};
 pub use error::{EncoderError, Result};

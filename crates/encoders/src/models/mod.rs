@@ -226,29 +226,89 @@ impl PackedBatch {
     /// sliding window `|i - j| <= half_window` when given.
     pub(crate) fn attention_mask(&self, half_window: Option<usize>) -> candle_core::Result<Tensor> {
         match half_window {
-            None => Ok(self.key_mask.clone()),
-            Some(w) if w + 1 >= self.max_len => Ok(self.key_mask.clone()),
-            Some(w) => {
-                let l = self.max_len;
-                let mut m = vec![0f32; l * l];
-                for i in 0..l {
-                    for j in 0..l {
-                        if i.abs_diff(j) > w {
-                            m[i * l + j] = f32::NEG_INFINITY;
-                        }
-                    }
-                }
-                let window =
-                    Tensor::from_vec(m, (1, 1, l, l), &self.device)?.to_dtype(self.dtype)?;
-                window.broadcast_add(&self.key_mask)
+            Some(w) if w + 1 < self.max_len => {
+                window_mask(self.max_len, w, self.dtype, &self.device)?
+                    .unsqueeze(0)?
+                    .unsqueeze(0)?
+                    .broadcast_add(&self.key_mask)
             }
+            _ => Ok(self.key_mask.clone()),
         }
     }
 }
 
 /// Scaled dot-product attention of packed `q`, `k`, `v` (`[total_tokens, heads, head_dim]`)
 /// that never lets a token see another sequence. Returns `[total_tokens, heads * head_dim]`.
+///
+/// On the CPU each sequence attends on its own (no padding, no key mask, small temporaries);
+/// on an accelerator the batch is padded inside attention so it stays a few large kernels,
+/// or, with the `flash-attn` feature, runs as varlen FlashAttention.
 pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &PackedBatch,
+    half_window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    #[cfg(feature = "flash-attn")]
+    if q.device().is_cuda() && matches!(q.dtype(), DType::F16 | DType::BF16) {
+        let scale = 1.0 / (q.dim(2)? as f64).sqrt();
+        return flash::varlen(q, k, v, batch, half_window, scale as f32);
+    }
+    if q.device().is_cpu() {
+        attention_per_sequence(q, k, v, batch, half_window)
+    } else {
+        attention_padded(q, k, v, batch, half_window)
+    }
+}
+
+/// `[len, len]` additive mask hiding keys farther than `half_window` from the query.
+fn window_mask(
+    len: usize,
+    half_window: usize,
+    dtype: DType,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut m = vec![0f32; len * len];
+    for i in 0..len {
+        for j in 0..len {
+            if i.abs_diff(j) > half_window {
+                m[i * len + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_vec(m, (len, len), device)?.to_dtype(dtype)
+}
+
+fn attention_per_sequence(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    batch: &PackedBatch,
+    half_window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let (n, heads, head_dim) = q.dims3()?;
+    let q = (q * (1.0 / (head_dim as f64).sqrt()))?;
+    let mut outputs = Vec::with_capacity(batch.batch_size());
+    for (&start, &len) in batch.cu_seqlens.iter().zip(&batch.seq_lens) {
+        let head_major = |x: &Tensor| {
+            x.narrow(0, start as usize, len)?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let (qi, ki, vi) = (head_major(&q)?, head_major(k)?, head_major(v)?); // [heads, len, d]
+        let mut scores = qi.matmul(&ki.t()?)?; // [heads, len, len]
+        if let Some(w) = half_window.filter(|&w| w + 1 < len) {
+            scores =
+                scores.broadcast_add(&window_mask(len, w, scores.dtype(), scores.device())?)?;
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        outputs.push(probs.matmul(&vi)?.transpose(0, 1)?); // [len, heads, d]
+    }
+    Tensor::cat(&outputs, 0)?.reshape((n, heads * head_dim))
+}
+
+fn attention_padded(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -257,10 +317,6 @@ pub(crate) fn attention(
 ) -> candle_core::Result<Tensor> {
     let (_n, heads, head_dim) = q.dims3()?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    #[cfg(feature = "flash-attn")]
-    if q.device().is_cuda() && matches!(q.dtype(), DType::F16 | DType::BF16) {
-        return flash::varlen(q, k, v, batch, half_window, scale as f32);
-    }
     let b = batch.batch_size();
     let l = batch.max_len;
     let to_padded = |x: &Tensor| -> candle_core::Result<Tensor> {
@@ -270,8 +326,8 @@ pub(crate) fn attention(
             .transpose(1, 2)?
             .contiguous()
     };
-    let (q, k, v) = (to_padded(q)?, to_padded(k)?, to_padded(v)?);
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let (q, k, v) = (to_padded(&(q * scale)?)?, to_padded(k)?, to_padded(v)?);
+    let scores = q.matmul(&k.t()?)?;
     let scores = scores.broadcast_add(&batch.attention_mask(half_window)?)?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     let out = probs.matmul(&v)?; // [b, heads, l, head_dim]
@@ -363,4 +419,44 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoding(len: usize) -> EncodedPair {
+        EncodedPair {
+            ids: (0..len as u32).collect(),
+            type_ids: vec![0; len],
+        }
+    }
+
+    /// The CPU per-sequence path and the padded path (used on accelerators) agree, with and
+    /// without a sliding window, on a batch of uneven lengths.
+    #[test]
+    fn per_sequence_and_padded_attention_agree() {
+        let dev = Device::Cpu;
+        let encs = [encoding(7), encoding(3), encoding(12), encoding(1)];
+        let refs: Vec<&EncodedPair> = encs.iter().collect();
+        let batch = PackedBatch::new(&refs, &dev, DType::F32).unwrap();
+        let n = batch.total_tokens();
+        let (heads, d) = (2, 4);
+        let q = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
+        for window in [None, Some(2), Some(100)] {
+            let a = attention_per_sequence(&q, &k, &v, &batch, window).unwrap();
+            let b = attention_padded(&q, &k, &v, &batch, window).unwrap();
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "window {window:?}: {diff}");
+        }
+    }
 }
