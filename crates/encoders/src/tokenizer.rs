@@ -435,6 +435,15 @@ impl PairTokenizer {
         })
     }
 
+    /// Byte ranges in `text` of its tokens (no special tokens, no truncation), e.g. to cut
+    /// a long document into passages of a given number of model tokens.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {
+        let enc = self.inner.encode(text, false).map_err(|e| {
+            Self::tokenizer_error(format!("encoding text of {} bytes", text.len()), e)
+        })?;
+        Ok(enc.get_offsets().to_vec())
+    }
+
     /// Encode many pairs in parallel (rayon); output order equals input order.
     pub fn encode_pairs<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(
         &self,

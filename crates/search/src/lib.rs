@@ -44,7 +44,7 @@ pub use collector::{Candidates, RerankCollector};
 pub use error::{BoxError, RerankError, Result, SearchError};
 pub use import::{Article, FieldMapping, ImportOptions, ImportReport};
 pub use index::{ArticleIndex, QueryFields, QueryOptions, DEFAULT_TITLE_BOOST};
-pub use passages::{split_passages, PassageOptions};
+pub use passages::{split_passages, split_spans, PassageOptions};
 pub use rerank::{
     Aggregation, Candidate, Combination, Hit, PassageHit, RerankOptions, RerankResults, Timings,
 };

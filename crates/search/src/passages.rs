@@ -6,18 +6,19 @@ use crate::error::{Result, SearchError};
 
 /// How a candidate's text (title + body) is split into passages before reranking.
 ///
-/// Lengths are in whitespace-separated **words** (cheap, model independent). When the
-/// reranker can count tokens ([`Reranker::count_tokens`](crate::Reranker::count_tokens)) and
-/// reports [`Reranker::max_tokens`](crate::Reranker::max_tokens), passages that would not
-/// fit next to the query are split further, so the model never silently truncates them.
-/// Only the first `max_passages` passages of a document are scored: text beyond
-/// `stride * (max_passages - 1) + length` words is ignored.
+/// Lengths are in **model tokens** when the reranker has a tokenizer
+/// ([`Reranker::token_spans`](crate::Reranker::token_spans): the cross-encoder and the
+/// bi-encoder), otherwise in whitespace-separated words. When the reranker reports
+/// [`Reranker::max_tokens`](crate::Reranker::max_tokens), the length is capped so that a
+/// passage fits next to the query and the model never silently truncates it. Only the first
+/// `max_passages` passages of a document are scored: text beyond
+/// `stride * (max_passages - 1) + length` tokens (or words) is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PassageOptions {
-    /// Words per passage (default 200).
+    /// Tokens (or words) per passage (default 200).
     pub length: usize,
-    /// Words between passage starts (default 100; `stride < length` overlaps).
+    /// Tokens (or words) between passage starts (default 100; `stride < length` overlaps).
     pub stride: usize,
     /// At most this many passages per document (default 20).
     pub max_passages: usize,
@@ -55,7 +56,7 @@ impl PassageOptions {
 }
 
 /// Byte ranges of the whitespace-separated words of `text`.
-fn word_spans(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn word_spans(text: &str) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut start = None;
     for (i, c) in text.char_indices() {
@@ -77,7 +78,16 @@ fn word_spans(text: &str) -> Vec<(usize, usize)> {
 /// at most `options.max_passages` of them. Each passage is a slice of `text` (original
 /// whitespace kept). A text of no words gives one empty passage, so every document is scored.
 pub fn split_passages<'a>(text: &'a str, options: &PassageOptions) -> Vec<&'a str> {
-    let spans = word_spans(text);
+    split_spans(text, &word_spans(text), options)
+}
+
+/// Split `text` into passages of `options.length` units every `options.stride` units, where
+/// `spans` are the byte ranges of the units (tokens or words) in `text`.
+pub fn split_spans<'a>(
+    text: &'a str,
+    spans: &[(usize, usize)],
+    options: &PassageOptions,
+) -> Vec<&'a str> {
     if spans.is_empty() {
         return vec![""];
     }
@@ -87,13 +97,27 @@ pub fn split_passages<'a>(text: &'a str, options: &PassageOptions) -> Vec<&'a st
     let mut start = 0;
     while start < spans.len() && out.len() < options.max_passages.max(1) {
         let end = (start + length).min(spans.len());
-        out.push(&text[spans[start].0..spans[end - 1].1]);
+        out.push(slice_on_chars(text, spans[start].0, spans[end - 1].1));
         if end == spans.len() {
             break;
         }
         start += stride;
     }
     out
+}
+
+/// `text[from..to]`, widened to the nearest char boundaries (token offsets of byte-level
+/// tokenizers can fall inside a multi-byte character).
+fn slice_on_chars(text: &str, mut from: usize, mut to: usize) -> &str {
+    to = to.min(text.len());
+    from = from.min(to);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    while !text.is_char_boundary(to) {
+        to += 1;
+    }
+    &text[from..to]
 }
 
 #[cfg(test)]
@@ -106,6 +130,18 @@ mod tests {
             stride,
             max_passages,
         }
+    }
+
+    #[test]
+    fn token_spans_and_char_boundaries() {
+        // Spans as a byte-level tokenizer may report them: the emoji (4 bytes) split in two.
+        let text = "ab 😀 cd";
+        let spans = [(0, 2), (3, 5), (5, 7), (8, 10)];
+        assert_eq!(
+            split_spans(text, &spans, &opts(2, 2, 10)),
+            ["ab 😀", "😀 cd"]
+        );
+        assert_eq!(split_spans(text, &[], &opts(2, 2, 10)), [""]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::DocAddress;
 
 use crate::error::{Result, SearchError};
-use crate::passages::{split_passages, PassageOptions};
+use crate::passages::{split_spans, word_spans, PassageOptions};
 use crate::reranker::Reranker;
 
 /// How passage scores become one document score.
@@ -257,78 +257,38 @@ mod duration_ms {
     }
 }
 
-/// Passages of every window document: `(document index, passage text)`.
+/// Passages of every window document: `(document index, passage text)`. Passages are cut by
+/// the reranker's tokens when it has a tokenizer, else by words, and never longer than what
+/// fits next to the query.
 fn build_passages<R: Reranker + ?Sized>(
     query: &str,
     texts: &[String],
     reranker: &R,
     options: &RerankOptions,
 ) -> Vec<Vec<String>> {
-    let Some(popts) = options.passages else {
+    let Some(mut popts) = options.passages else {
         return texts.iter().map(|t| vec![t.clone()]).collect();
     };
     // Token budget of a passage next to the query ([CLS] q [SEP] p [SEP]).
-    let budget = reranker.max_tokens().and_then(|max| {
+    if let Some(budget) = reranker.max_tokens().and_then(|max| {
         let q = reranker.count_tokens(query)?;
         Some(max.saturating_sub(q + 3).max(8))
-    });
+    }) {
+        popts.length = popts.length.min(budget);
+        popts.stride = popts.stride.min(popts.length);
+    }
     texts
         .par_iter()
         .map(|text| {
-            let mut out: Vec<String> = Vec::new();
-            for passage in split_passages(text, &popts) {
-                if out.len() >= popts.max_passages {
-                    break;
-                }
-                let mut pieces = Vec::new();
-                fit_passage(
-                    passage,
-                    budget,
-                    reranker,
-                    popts.max_passages - out.len(),
-                    4,
-                    &mut pieces,
-                );
-                out.extend(pieces);
-            }
-            out
+            let spans = reranker
+                .token_spans(text)
+                .unwrap_or_else(|| word_spans(text));
+            split_spans(text, &spans, &popts)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
         })
         .collect()
-}
-
-/// Push `passage`, split into equal word chunks when it has more tokens than `budget`
-/// (recursively, up to `depth` times: token counters of truncating tokenizers cap the
-/// count at the model length, so one proportional split may not be enough).
-fn fit_passage<R: Reranker + ?Sized>(
-    passage: &str,
-    budget: Option<usize>,
-    reranker: &R,
-    // `out` holds at most this many passages.
-    room: usize,
-    depth: usize,
-    out: &mut Vec<String>,
-) {
-    let tokens = budget.and_then(|_| reranker.count_tokens(passage));
-    let words = passage.split_whitespace().count();
-    match (budget, tokens) {
-        (Some(budget), Some(tokens)) if tokens > budget && words > 1 && depth > 0 => {
-            // Keep a 10 % margin: token counts of the pieces are not additive.
-            let per = ((words * budget * 9) / (tokens * 10)).clamp(1, words - 1);
-            let sub = PassageOptions {
-                length: per,
-                stride: per,
-                max_passages: room.max(1),
-            };
-            for piece in split_passages(passage, &sub) {
-                if out.len() >= room {
-                    break;
-                }
-                fit_passage(piece, Some(budget), reranker, room, depth - 1, out);
-            }
-        }
-        _ if out.len() < room => out.push(passage.to_string()),
-        _ => {}
-    }
 }
 
 fn min_max(values: &[f32]) -> Vec<f32> {

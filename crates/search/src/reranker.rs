@@ -15,7 +15,13 @@ pub trait Reranker: Send + Sync {
 
     /// Number of model tokens in `text`, if the reranker can count them. Used to shrink
     /// passages that would not fit [`Reranker::max_tokens`].
-    fn count_tokens(&self, _text: &str) -> Option<usize> {
+    fn count_tokens(&self, text: &str) -> Option<usize> {
+        self.token_spans(text).map(|s| s.len())
+    }
+
+    /// Byte ranges of the model's tokens in `text`, if the reranker has a tokenizer. Passages
+    /// are then cut by model tokens; otherwise by whitespace-separated words.
+    fn token_spans(&self, _text: &str) -> Option<Vec<(usize, usize)>> {
         None
     }
 }
@@ -29,6 +35,9 @@ impl<R: Reranker + ?Sized> Reranker for &R {
     }
     fn count_tokens(&self, text: &str) -> Option<usize> {
         (**self).count_tokens(text)
+    }
+    fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+        (**self).token_spans(text)
     }
 }
 
@@ -118,8 +127,8 @@ mod encoders {
         fn max_tokens(&self) -> Option<usize> {
             Some(self.max_length())
         }
-        fn count_tokens(&self, text: &str) -> Option<usize> {
-            self.tokenizer().encode_single(text).ok().map(|e| e.len())
+        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+            self.tokenizer().token_spans(text).ok()
         }
     }
 
@@ -131,8 +140,8 @@ mod encoders {
         fn max_tokens(&self) -> Option<usize> {
             Some(self.max_length())
         }
-        fn count_tokens(&self, text: &str) -> Option<usize> {
-            self.tokenizer().encode_single(text).ok().map(|e| e.len())
+        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+            self.tokenizer().token_spans(text).ok()
         }
     }
 }

@@ -319,6 +319,18 @@ mod encoders {
             "{}",
             r.passages_scored
         );
+        // Passages are cut by the model's tokens and fit next to the query: the winning
+        // passage plus the query and 3 special tokens is within the 64-token limit, so the
+        // model never truncated it.
+        let query_tokens = model.count_tokens("Which team won Super Bowl 50?").unwrap();
+        for h in r.hits.iter().filter_map(|h| h.passage.as_ref()) {
+            let n = model.count_tokens(&h.text).unwrap();
+            assert!(
+                n + query_tokens + 3 <= 64,
+                "{n} + {query_tokens} tokens: {:?}",
+                h.text
+            );
+        }
         // Same input, same scores (deterministic CPU forward).
         let again = index
             .search_reranked("Which team won Super Bowl 50?", &model, &opts)
