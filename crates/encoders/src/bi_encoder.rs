@@ -80,7 +80,32 @@ pub struct BiEncoder {
     device: Device,
     dtype: DType,
     dir: PathBuf,
+    cache: std::sync::Mutex<EmbeddingCache>,
 }
+
+/// Embeddings of recently seen texts: a reranker sees the same documents (and passages of
+/// the same articles) for many queries, and their embeddings never change.
+#[derive(Default)]
+struct EmbeddingCache {
+    capacity: usize,
+    map: std::collections::HashMap<String, Vec<f32>>,
+}
+
+impl EmbeddingCache {
+    fn insert(&mut self, text: &str, embedding: &[f32]) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.map.len() >= self.capacity {
+            // Simple and bounded: start over rather than track recency.
+            self.map.clear();
+        }
+        self.map.insert(text.to_string(), embedding.to_vec());
+    }
+}
+
+/// Default number of cached embeddings per [`BiEncoder`].
+pub const DEFAULT_EMBEDDING_CACHE: usize = 10_000;
 
 impl std::fmt::Debug for BiEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +166,21 @@ impl BiEncoder {
             device,
             dtype,
             dir: dir.to_path_buf(),
+            cache: std::sync::Mutex::new(EmbeddingCache {
+                capacity: DEFAULT_EMBEDDING_CACHE,
+                ..Default::default()
+            }),
         })
+    }
+
+    /// Keep the embeddings of up to `capacity` texts (default [`DEFAULT_EMBEDDING_CACHE`];
+    /// 0 turns the cache off). When full, the cache is emptied and refilled.
+    pub fn with_embedding_cache(self, capacity: usize) -> Self {
+        if let Ok(mut c) = self.cache.lock() {
+            c.capacity = capacity;
+            c.map.clear();
+        }
+        self
     }
 
     /// Load from a directory if `id_or_dir` is one, else from the Hub.
@@ -161,9 +200,32 @@ impl BiEncoder {
     }
 
     /// Embeddings of `texts`, in input order.
+    ///
+    /// Texts seen recently come from the embedding cache (see
+    /// [`with_embedding_cache`](Self::with_embedding_cache)); only the others run the model.
     pub fn embed<T: AsRef<str> + Sync>(&self, texts: &[T]) -> Result<Vec<Vec<f32>>> {
-        let encodings = self.tokenizer.encode_texts(texts)?;
-        self.embed_encodings(&encodings)
+        let mut out: Vec<Option<Vec<f32>>> = match self.cache.lock() {
+            Ok(c) => texts
+                .iter()
+                .map(|t| c.map.get(t.as_ref()).cloned())
+                .collect(),
+            Err(_) => vec![None; texts.len()],
+        };
+        let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_ref()).collect();
+            let encodings = self.tokenizer.encode_texts(&todo)?;
+            let fresh = self.embed_encodings(&encodings)?;
+            if let Ok(mut c) = self.cache.lock() {
+                for (t, e) in todo.iter().zip(&fresh) {
+                    c.insert(t, e);
+                }
+            }
+            for (i, e) in missing.into_iter().zip(fresh) {
+                out[i] = Some(e);
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// Embeddings of already encoded texts.

@@ -41,7 +41,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use bi_encoder::{cosine, BiEncoder, EmbeddingPooling};
+pub use bi_encoder::{cosine, BiEncoder, EmbeddingPooling, DEFAULT_EMBEDDING_CACHE};
 pub use config::Family;
 pub use cross_encoder::{
     default_max_batch_tokens, rank_scores, Classification, CrossEncoder, CrossEncoderOptions,

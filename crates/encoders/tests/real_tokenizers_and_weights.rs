@@ -136,6 +136,28 @@ fn real_minilm_embeddings_match_sentence_transformers() {
         got.len()
     );
     assert!(worst <= 1e-4, "max |diff| {worst}");
+    // Cached embeddings are the computed ones, in any order and mix with new texts.
+    let mut mixed: Vec<String> = expected.sentences.iter().rev().cloned().collect();
+    mixed.insert(3, "a sentence the cache has not seen".to_string());
+    let again = model.embed(&mixed).unwrap();
+    for (i, s) in mixed.iter().enumerate() {
+        if let Some(j) = expected.sentences.iter().position(|x| x == s) {
+            assert_eq!(again[i], got[j], "cached embedding of sentence {j}");
+        }
+    }
+    let uncached = BiEncoder::from_dir(
+        shared().join("models/all-MiniLM-L6-v2"),
+        CrossEncoderOptions::default().device(DeviceSpec::Cpu),
+    )
+    .unwrap()
+    .with_embedding_cache(0);
+    let fresh = uncached.embed(&mixed).unwrap();
+    let d = fresh[3]
+        .iter()
+        .zip(&again[3])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-5, "batch composition changed an embedding by {d}");
     // Cosine ranking works on real weights.
     let scores = model
         .score(
