@@ -1,5 +1,7 @@
-//! `tantivy-rerank`: score pairs with a cross-encoder, index and search article corpora.
+//! `tantivy-rerank`: score pairs with a cross-encoder, index and search article corpora, and
+//! evaluate retrieval quality.
 
+mod eval;
 mod score;
 mod search;
 
@@ -24,6 +26,8 @@ enum Command {
     Index(search::IndexArgs),
     /// Search an index with BM25, optionally reranking the top candidates with a model.
     Search(search::SearchArgs),
+    /// Evaluate BM25 and a reranker on a BEIR or NanoBEIR dataset (tables, JSON, TREC runs).
+    Eval(Box<eval::EvalArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Index(args) => search::index(args),
         Command::Search(args) => search::search(args),
+        Command::Eval(args) => eval::run(*args),
     }
 }

@@ -1,0 +1,196 @@
+//! `tantivy-rerank eval`: measure a first stage and a reranker on BEIR or NanoBEIR data.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use tantivy_rerank_eval::{
+    evaluate_pipeline, evaluate_rerank, load_datasets, Aggregation, DatasetSpec, EvalReport,
+    NanoBeirSource, PassageOptions, PipelineOptions, RerankEvalOptions, DEFAULT_DATASET_ID,
+};
+
+use crate::score::ModelArgs;
+use crate::search::load_reranker;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    /// sentence-transformers' reranking protocol (NanoBEIR model-card numbers).
+    Rerank,
+    /// Full retrieval: tantivy BM25, optional rerank, trec_eval measures.
+    Pipeline,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A BEIR directory, `nanobeir` (sentence-transformers' default 11), `nanobeir:all`, or
+    /// `nanobeir:msmarco,nfcorpus,nq`.
+    #[arg(long)]
+    pub dataset: String,
+    /// Read NanoBEIR parquet files from this directory (`<subset>/<split>*.parquet`) instead
+    /// of the Hub.
+    #[arg(long)]
+    pub nanobeir_dir: Option<PathBuf>,
+    /// Hub dataset repo of NanoBEIR.
+    #[arg(long, default_value = DEFAULT_DATASET_ID)]
+    pub nanobeir_id: String,
+    #[arg(long, value_enum, default_value = "pipeline")]
+    pub mode: Mode,
+    /// Reranker: cross-encoder or embedding-model directory, or Hub id (pipeline: optional).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Hub revision of the model.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Qrels split of a BEIR directory.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// rerank: first-stage candidates reranked per query.
+    #[arg(long, default_value_t = 100)]
+    pub rerank_k: usize,
+    /// rerank: score all positives even when BM25 missed them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub always_rerank_positives: bool,
+    /// pipeline: candidates reranked.
+    #[arg(long, default_value_t = 100)]
+    pub window: usize,
+    /// pipeline: documents retrieved and scored per query.
+    #[arg(long, default_value_t = 100)]
+    pub top_k: usize,
+    /// pipeline: score documents whole (the model truncates) instead of split into passages.
+    #[arg(long)]
+    pub no_passages: bool,
+    /// pipeline: passage length in model tokens (words for rerankers without a tokenizer).
+    #[arg(long, default_value_t = 200)]
+    pub passage_length: usize,
+    /// pipeline: passage stride in model tokens (words for rerankers without a tokenizer).
+    #[arg(long, default_value_t = 100)]
+    pub passage_stride: usize,
+    /// pipeline: passage score aggregation: max, first or mean.
+    #[arg(long, default_value = "max")]
+    pub aggregation: String,
+    /// pipeline: keep (or reuse) the index in this directory instead of a temporary one.
+    #[arg(long)]
+    pub index_dir: Option<PathBuf>,
+    /// Evaluate only the first N queries of each dataset.
+    #[arg(long)]
+    pub max_queries: Option<usize>,
+    /// Maximum tokens per pair.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Truncation strategy: longest_first or only_second.
+    #[arg(long, default_value = "longest_first")]
+    pub truncation: String,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Write report.json and TREC run files here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let spec: DatasetSpec = args.dataset.parse()?;
+    let source = match &args.nanobeir_dir {
+        Some(dir) => NanoBeirSource::Dir(dir.clone()),
+        None => NanoBeirSource::Hub {
+            dataset_id: args.nanobeir_id.clone(),
+            revision: "main".into(),
+        },
+    };
+    let datasets = load_datasets(&spec, &args.split, &source)
+        .with_context(|| format!("loading dataset {}", args.dataset))?;
+    for ds in &datasets {
+        tracing::info!(dataset = %ds.name, docs = ds.corpus.len(), queries = ds.queries.len(), judged = ds.qrels.len(), "loaded");
+        if !ds.issues.is_clean() {
+            eprintln!("warning: {}: data issues: {:?}", ds.name, ds.issues);
+        }
+    }
+    let reranker = match &args.model {
+        Some(model) => Some(load_reranker(&ModelArgs {
+            model: model.clone(),
+            revision: args.revision.clone(),
+            max_length: args.max_length,
+            batch_size: args.batch_size,
+            truncation: args.truncation.clone(),
+            device: args.device.clone(),
+            dtype: args.dtype.clone(),
+        })?),
+        None => None,
+    };
+    let progress = !args.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = match args.mode {
+        Mode::Rerank => {
+            let (Some(model), Some(reranker)) = (&args.model, &reranker) else {
+                bail!("--mode rerank needs --model");
+            };
+            let options = RerankEvalOptions {
+                rerank_k: args.rerank_k,
+                always_rerank_positives: args.always_rerank_positives,
+                max_queries: args.max_queries,
+                progress,
+                ..Default::default()
+            };
+            EvalReport::Rerank {
+                dataset: args.dataset.clone(),
+                model: model.clone(),
+                report: evaluate_rerank(&datasets, reranker.as_ref(), &options)?,
+            }
+        }
+        Mode::Pipeline => {
+            let aggregation = match args.aggregation.as_str() {
+                "max" => Aggregation::Max,
+                "first" => Aggregation::First,
+                "mean" => Aggregation::Mean,
+                other => bail!("--aggregation {other}: expected max, first or mean"),
+            };
+            if args.index_dir.is_some() && datasets.len() > 1 {
+                bail!("--index-dir holds one index: use it with a single dataset");
+            }
+            let options = PipelineOptions {
+                top_k: args.top_k,
+                window: args.window,
+                passages: (!args.no_passages).then_some(PassageOptions {
+                    length: args.passage_length,
+                    stride: args.passage_stride,
+                    ..Default::default()
+                }),
+                aggregation,
+                max_queries: args.max_queries,
+                index_dir: args.index_dir.clone(),
+                progress,
+            };
+            let reports = datasets
+                .iter()
+                .map(|ds| evaluate_pipeline(ds, reranker.as_deref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            EvalReport::Pipeline {
+                dataset: args.dataset.clone(),
+                model: args.model.clone(),
+                reports,
+            }
+        }
+    };
+    if let Some(dir) = &args.out {
+        let files = report
+            .write_outputs(dir)
+            .with_context(|| format!("writing outputs to {}", dir.display()))?;
+        for f in files {
+            eprintln!("wrote {}", f.display());
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! Evaluation datasets: documents, queries, graded relevance judgements and, for NanoBEIR,
+//! the published first-stage candidate lists; plus the BEIR on-disk reader.
+//!
+//! BEIR layout: `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`, `text`),
+//! `qrels/<split>.tsv` (`query-id<TAB>corpus-id<TAB>score`, header optional; TREC's four-column
+//! `qid iter docid rel` is accepted too).
+//!
+//! Data problems are handled as follows (and counted in [`DataIssues`]):
+//! - a malformed line, a missing `_id`, a non-integer grade: error naming file, line, column;
+//! - a duplicate document or query id: error naming both lines;
+//! - a qrels line repeated for the same (query, document): the last grade wins (as in a
+//!   pytrec_eval dict), counted;
+//! - qrels naming a query that is not in `queries.jsonl`: counted, that query is not
+//!   evaluated; qrels naming a document that is not in the corpus: counted and kept (the
+//!   document can never be retrieved, so it lowers recall and NDCG exactly as it would for
+//!   trec_eval);
+//! - a query with empty text: counted; it retrieves nothing and scores 0 if it has qrels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{EvalError, Result};
+
+/// One document of the corpus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    /// Document id.
+    pub id: String,
+    /// Title (empty when the dataset has none).
+    pub title: String,
+    /// Text.
+    pub text: String,
+}
+
+impl Document {
+    /// Title and text joined by a newline (just the text when the title is empty): what a
+    /// reranker sees, the same join as the search pipeline's `Candidate::text`.
+    pub fn full_text(&self) -> String {
+        if self.title.trim().is_empty() {
+            self.text.clone()
+        } else {
+            format!("{}\n{}", self.title, self.text)
+        }
+    }
+}
+
+/// One query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Query id.
+    pub id: String,
+    /// Query text.
+    pub text: String,
+}
+
+/// Graded judgements: query id -> document id -> grade (> 0 is relevant).
+pub type Qrels = BTreeMap<String, BTreeMap<String, i64>>;
+
+/// Counts of data problems found while loading (see the module docs for their handling).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataIssues {
+    /// Qrels lines whose query id is not among the queries.
+    pub qrels_unknown_query_lines: usize,
+    /// Distinct unknown query ids in the qrels (a few examples in `examples`).
+    pub qrels_unknown_queries: usize,
+    /// Qrels lines whose document id is not in the corpus.
+    pub qrels_unknown_doc_lines: usize,
+    /// Qrels lines repeating a (query, document) pair; the last grade wins.
+    pub qrels_duplicate_lines: usize,
+    /// Queries with empty text.
+    pub empty_queries: usize,
+    /// Candidate-list rows (NanoBEIR `bm25`) whose query id is unknown: skipped.
+    pub candidates_unknown_queries: usize,
+    /// Candidate ids (NanoBEIR `bm25`) not in the corpus: dropped from the lists.
+    pub candidates_unknown_docs: usize,
+    /// Up to 10 example messages.
+    pub examples: Vec<String>,
+}
+
+impl DataIssues {
+    pub(crate) fn note(&mut self, message: impl FnOnce() -> String) {
+        if self.examples.len() < 10 {
+            self.examples.push(message());
+        }
+    }
+
+    /// True when nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.qrels_unknown_query_lines == 0
+            && self.qrels_unknown_doc_lines == 0
+            && self.qrels_duplicate_lines == 0
+            && self.empty_queries == 0
+            && self.candidates_unknown_queries == 0
+            && self.candidates_unknown_docs == 0
+    }
+}
+
+/// A loaded evaluation dataset.
+#[derive(Debug, Clone, Default)]
+pub struct Dataset {
+    /// Display name (`scifact`, `NanoMSMARCO`, ...).
+    pub name: String,
+    /// Where it came from (directory or Hub id).
+    pub source: String,
+    /// The corpus, in file order.
+    pub corpus: Vec<Document>,
+    /// The queries, in file order.
+    pub queries: Vec<Query>,
+    /// Judgements (unknown queries already removed).
+    pub qrels: Qrels,
+    /// Ranked first-stage candidates per query id, in file order, when the dataset ships them
+    /// (NanoBEIR's `bm25` subset).
+    pub candidates: Option<Vec<(String, Vec<String>)>>,
+    /// What was found wrong while loading.
+    pub issues: DataIssues,
+}
+
+impl Dataset {
+    /// Document id -> index into `corpus`.
+    pub fn doc_index(&self) -> HashMap<&str, usize> {
+        self.corpus
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.as_str(), i))
+            .collect()
+    }
+
+    /// Query id -> index into `queries`.
+    pub fn query_index(&self) -> HashMap<&str, usize> {
+        self.queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.id.as_str(), i))
+            .collect()
+    }
+
+    /// Check qrels against queries and corpus: drop (and count) qrels of unknown queries,
+    /// count qrels of unknown documents, count empty queries.
+    pub(crate) fn check(&mut self) {
+        let mut issues = std::mem::take(&mut self.issues);
+        let qrels = std::mem::take(&mut self.qrels);
+        let queries: HashMap<&str, usize> = self.query_index();
+        let docs: HashMap<&str, usize> = self.doc_index();
+        issues.empty_queries = self
+            .queries
+            .iter()
+            .filter(|q| q.text.trim().is_empty())
+            .count();
+        let mut kept = Qrels::new();
+        for (qid, judged) in qrels {
+            if !queries.contains_key(qid.as_str()) {
+                issues.qrels_unknown_queries += 1;
+                issues.qrels_unknown_query_lines += judged.len();
+                issues.note(|| format!("qrels query `{qid}` is not among the queries"));
+                continue;
+            }
+            for did in judged.keys() {
+                if !docs.contains_key(did.as_str()) {
+                    issues.qrels_unknown_doc_lines += 1;
+                    issues.note(|| {
+                        format!("qrels document `{did}` (query `{qid}`) is not in the corpus")
+                    });
+                }
+            }
+            kept.insert(qid, judged);
+        }
+        self.qrels = kept;
+        if !issues.is_clean() {
+            tracing::warn!(dataset = %self.name, ?issues, "data issues");
+        }
+        self.issues = issues;
+    }
+}
+
+/// Read a BEIR dataset directory with the qrels of `split`.
+pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
+    let dir = dir.as_ref();
+    let corpus_path = dir.join("corpus.jsonl");
+    let queries_path = dir.join("queries.jsonl");
+    let qrels_path = dir.join("qrels").join(format!("{split}.tsv"));
+    for (p, what) in [
+        (&corpus_path, "BEIR corpus.jsonl not found"),
+        (&queries_path, "BEIR queries.jsonl not found"),
+        (
+            &qrels_path,
+            "qrels of this split not found (qrels/<split>.tsv)",
+        ),
+    ] {
+        if !p.is_file() {
+            return Err(EvalError::MissingFile {
+                path: p.clone(),
+                what: what.into(),
+            });
+        }
+    }
+    let mut issues = DataIssues::default();
+    let corpus = read_jsonl(&corpus_path, "document", |id, v| Document {
+        id,
+        title: text_field(v, "title"),
+        text: text_field(v, "text"),
+    })?;
+    let queries = read_jsonl(&queries_path, "query", |id, v| Query {
+        id,
+        text: text_field(v, "text"),
+    })?;
+    let qrels = read_qrels(&qrels_path, &mut issues)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    let mut ds = Dataset {
+        name,
+        source: dir.display().to_string(),
+        corpus,
+        queries,
+        qrels,
+        candidates: None,
+        issues,
+    };
+    ds.check();
+    Ok(ds)
+}
+
+fn text_field(v: &serde_json::Map<String, Value>, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Read JSONL records with a required `_id` (string or integer); error on duplicates.
+fn read_jsonl<T>(
+    path: &Path,
+    kind: &'static str,
+    make: impl Fn(String, &serde_json::Map<String, Value>) -> T,
+) -> Result<Vec<T>> {
+    let file = File::open(path).map_err(EvalError::io(path))?;
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: line_no,
+            column: 1,
+            message: format!("unreadable line: {e}"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|e| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: line_no,
+            column: e.column().max(1),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(EvalError::Malformed {
+                path: path.to_path_buf(),
+                line: line_no,
+                column: 1,
+                message: "expected a JSON object".into(),
+            });
+        };
+        let id = match map.get("_id") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => {
+                return Err(EvalError::MissingField {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    field: "_id".into(),
+                })
+            }
+        };
+        if let Some(&first_line) = seen.get(&id) {
+            return Err(EvalError::DuplicateId {
+                path: path.to_path_buf(),
+                line: line_no,
+                first_line,
+                kind,
+                id,
+            });
+        }
+        seen.insert(id.clone(), line_no);
+        out.push(make(id, &map));
+    }
+    Ok(out)
+}
+
+/// Read a qrels file: BEIR TSV (`query-id<TAB>corpus-id<TAB>score`, header optional) or TREC
+/// (`qid iter docid rel`, whitespace separated).
+pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
+    let file = File::open(path).map_err(EvalError::io(path))?;
+    let mut qrels = Qrels::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line_no = i + 1;
+        let malformed = |column: usize, message: String| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: line_no,
+            column,
+            message,
+        };
+        let line = line.map_err(|e| malformed(1, format!("unreadable line: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let tab: Vec<&str> = line.split('\t').collect();
+        let (qid, did, grade, grade_col) = if tab.len() == 3 {
+            let col = tab[0].chars().count() + tab[1].chars().count() + 3;
+            (tab[0].trim(), tab[1].trim(), tab[2].trim(), col)
+        } else {
+            let ws: Vec<&str> = line.split_whitespace().collect();
+            if ws.len() == 4 {
+                let col = line
+                    .find(ws[3])
+                    .map(|b| line[..b].chars().count() + 1)
+                    .unwrap_or(1);
+                (ws[0], ws[2], ws[3], col)
+            } else {
+                return Err(malformed(
+                    1,
+                    format!(
+                        "expected 3 tab-separated columns (query-id, corpus-id, score) or 4 TREC columns, got {}",
+                        tab.len()
+                    ),
+                ));
+            }
+        };
+        let parsed = grade.parse::<i64>().ok().or_else(|| {
+            grade
+                .parse::<f64>()
+                .ok()
+                .filter(|g| g.fract() == 0.0 && g.is_finite())
+                .map(|g| g as i64)
+        });
+        let Some(g) = parsed else {
+            if line_no == 1 {
+                continue; // header
+            }
+            return Err(malformed(
+                grade_col,
+                format!("relevance grade `{grade}` is not an integer"),
+            ));
+        };
+        if qid.is_empty() || did.is_empty() {
+            return Err(malformed(1, "empty query or document id".into()));
+        }
+        if qrels
+            .entry(qid.to_string())
+            .or_default()
+            .insert(did.to_string(), g)
+            .is_some()
+        {
+            issues.qrels_duplicate_lines += 1;
+            issues.note(|| {
+                format!(
+                    "{}:{line_no}: repeated judgement of ({qid}, {did}); last grade wins",
+                    path.display()
+                )
+            });
+        }
+    }
+    Ok(qrels)
+}

@@ -1,0 +1,174 @@
+//! Human tables and the output directory (JSON report + TREC run files).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+use crate::pipeline::PipelineReport;
+use crate::reranking::RerankReport;
+
+/// The report of one `eval` invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum EvalReport {
+    /// sentence-transformers reranking protocol.
+    Rerank {
+        /// The dataset specification.
+        dataset: String,
+        /// The model (directory or Hub id).
+        model: String,
+        /// Results.
+        report: RerankReport,
+    },
+    /// Full retrieval with trec_eval measures.
+    Pipeline {
+        /// The dataset specification.
+        dataset: String,
+        /// The model, when one reranked.
+        model: Option<String>,
+        /// One report per dataset.
+        reports: Vec<PipelineReport>,
+    },
+}
+
+impl EvalReport {
+    /// A human-readable table of the aggregate numbers.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        match self {
+            EvalReport::Rerank { model, report, .. } => {
+                let k = report.options.at_k;
+                let _ = writeln!(
+                    s,
+                    "rerank mode (sentence-transformers protocol), model {model}, rerank_k {}, always_rerank_positives {}",
+                    report.options.rerank_k, report.options.always_rerank_positives
+                );
+                let mut block =
+                    |name: &str, q: Option<usize>, b: &crate::StMetrics, r: &crate::StMetrics| {
+                        let _ = writeln!(
+                            s,
+                            "\n{name}{}",
+                            q.map(|q| format!(" ({q} queries)")).unwrap_or_default()
+                        );
+                        let _ = writeln!(s, "{:<9} {:>6} -> {:<6}", "", "Base", "Reranked");
+                        let _ = writeln!(
+                            s,
+                            "{:<9} {:>6.2} -> {:.2}",
+                            "MAP:",
+                            b.map * 100.0,
+                            r.map * 100.0
+                        );
+                        let _ = writeln!(
+                            s,
+                            "{:<9} {:>6.2} -> {:.2}",
+                            format!("MRR@{k}:"),
+                            b.mrr_at_k * 100.0,
+                            r.mrr_at_k * 100.0
+                        );
+                        let _ = writeln!(
+                            s,
+                            "{:<9} {:>6.2} -> {:.2}",
+                            format!("NDCG@{k}:"),
+                            b.ndcg_at_k * 100.0,
+                            r.ndcg_at_k * 100.0
+                        );
+                    };
+                for d in &report.datasets {
+                    block(&d.dataset, Some(d.queries), &d.base, &d.reranked);
+                }
+                if report.datasets.len() > 1 {
+                    block(
+                        "Mean over datasets",
+                        None,
+                        &report.mean_base,
+                        &report.mean_reranked,
+                    );
+                }
+                for d in &report.datasets {
+                    let _ = writeln!(
+                        s,
+                        "{}: {} pairs scored, {:.1} pairs/s, first stage {}",
+                        d.dataset, d.pairs_scored, d.pairs_per_second, d.first_stage
+                    );
+                }
+            }
+            EvalReport::Pipeline { model, reports, .. } => {
+                let _ = writeln!(
+                    s,
+                    "pipeline mode (trec_eval measures), model {}",
+                    model.as_deref().unwrap_or("none (BM25 only)")
+                );
+                let _ = writeln!(
+                    s,
+                    "{:<20} {:<8} {:>7} {:>8} {:>8} {:>10} {:>8}",
+                    "dataset", "system", "queries", "NDCG@10", "MRR@10", "Recall@100", "MAP@100"
+                );
+                for r in reports {
+                    for sys in &r.systems {
+                        let m = sys.mean;
+                        let _ = writeln!(
+                            s,
+                            "{:<20} {:<8} {:>7} {:>8.4} {:>8.4} {:>10.4} {:>8.4}",
+                            r.dataset,
+                            sys.system,
+                            r.queries,
+                            m.ndcg_10,
+                            m.mrr_10,
+                            m.recall_100,
+                            m.map_100
+                        );
+                    }
+                    let t = r.timings;
+                    let _ = writeln!(
+                        s,
+                        "{:<20} index {:.1} s, retrieve {:.1} s, fetch {:.1} s, score {:.1} s ({} pairs, {:.1} pairs/s), total {:.1} s",
+                        "",
+                        t.index_ms / 1e3,
+                        t.retrieve_ms / 1e3,
+                        t.fetch_ms / 1e3,
+                        t.score_ms / 1e3,
+                        r.pairs_scored,
+                        r.pairs_per_second,
+                        t.total_ms / 1e3
+                    );
+                }
+            }
+        }
+        s
+    }
+
+    /// Write `report.json` and one TREC run file per dataset and system
+    /// (`<dataset>.<system>.trec`) into `dir` (created). Returns the files written.
+    pub fn write_outputs(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
+        let mut written = Vec::new();
+        let runs: Vec<(&str, &crate::Run)> = match self {
+            EvalReport::Rerank { report, .. } => report
+                .datasets
+                .iter()
+                .flat_map(|d| d.runs.iter().map(move |r| (d.dataset.as_str(), r)))
+                .collect(),
+            EvalReport::Pipeline { reports, .. } => reports
+                .iter()
+                .flat_map(|d| d.systems.iter().map(move |s| (d.dataset.as_str(), &s.run)))
+                .collect(),
+        };
+        for (dataset, run) in runs {
+            let path = dir.join(format!("{dataset}.{}.trec", run.system));
+            run.write_trec(&path)?;
+            written.push(path);
+        }
+        let path = dir.join("report.json");
+        let file = std::fs::File::create(&path).map_err(EvalError::io(&path))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(file), self).map_err(|source| {
+            EvalError::Json {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        written.push(path);
+        Ok(written)
+    }
+}

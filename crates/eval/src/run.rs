@@ -1,0 +1,81 @@
+//! TREC run files (`qid Q0 docid rank score tag`), written for every evaluated system so that
+//! external tools (trec_eval, pytrec_eval, ranx) can re-score them.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{EvalError, Result};
+use crate::metrics::trec::trec_order;
+
+/// The ranked documents of one system for every query: `(query id, [(doc id, score)])`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Run {
+    /// System name (`bm25`, `rerank`, ...), written as the tag column.
+    pub system: String,
+    /// Per query, the scored documents (any order; written in trec_eval order).
+    pub queries: Vec<(String, Vec<(String, f64)>)>,
+}
+
+impl Run {
+    /// An empty run of `system`.
+    pub fn new(system: impl Into<String>) -> Self {
+        Run {
+            system: system.into(),
+            queries: Vec::new(),
+        }
+    }
+
+    /// Write the run in TREC format, each query's documents in trec_eval order (score
+    /// descending, ties by doc id descending) with ranks from 1. Scores are written in the
+    /// shortest form that reads back to the same value, so a re-scorer sees the same order.
+    pub fn write_trec(&self, path: &Path) -> Result<()> {
+        let file = std::fs::File::create(path).map_err(EvalError::io(path))?;
+        let mut out = BufWriter::new(file);
+        let tag: String = self.system.split_whitespace().collect::<Vec<_>>().join("_");
+        for (qid, docs) in &self.queries {
+            let mut docs = docs.clone();
+            trec_order(&mut docs);
+            for (rank, (did, score)) in docs.iter().enumerate() {
+                writeln!(out, "{qid} Q0 {did} {} {score} {tag}", rank + 1)
+                    .map_err(EvalError::io(path))?;
+            }
+        }
+        out.flush().map_err(EvalError::io(path))
+    }
+
+    /// Read a TREC run file (query order: first appearance).
+    pub fn read_trec(path: &Path) -> Result<Run> {
+        let file = std::fs::File::open(path).map_err(EvalError::io(path))?;
+        let mut run = Run::default();
+        let mut index = std::collections::HashMap::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(EvalError::io(path))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let malformed = |message: String| EvalError::Malformed {
+                path: path.to_path_buf(),
+                line: i + 1,
+                column: 1,
+                message,
+            };
+            if cols.len() != 6 {
+                return Err(malformed(format!(
+                    "expected 6 columns (qid Q0 docid rank score tag), got {}",
+                    cols.len()
+                )));
+            }
+            let score: f64 = cols[4]
+                .parse()
+                .map_err(|_| malformed(format!("score `{}` is not a number", cols[4])))?;
+            run.system = cols[5].to_string();
+            let slot = *index.entry(cols[0].to_string()).or_insert_with(|| {
+                run.queries.push((cols[0].to_string(), Vec::new()));
+                run.queries.len() - 1
+            });
+            run.queries[slot].1.push((cols[2].to_string(), score));
+        }
+        Ok(run)
+    }
+}

@@ -1,0 +1,198 @@
+//! `pipeline` mode and the BEIR reader: bad input, run files that re-score to the reported
+//! numbers, and BM25 on SciFact from the shared data folder.
+
+use std::path::{Path, PathBuf};
+
+use tantivy_rerank_eval::{
+    evaluate_pipeline, load_beir, score_run, EvalError, EvalReport, PipelineOptions, Run,
+};
+use tantivy_rerank_search::FnReranker;
+
+/// The shared data folder (`TANTIVY_RERANK_SHARED`, default `../shared` beside the checkout).
+fn shared() -> PathBuf {
+    let dir = std::env::var_os("TANTIVY_RERANK_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    assert!(
+        dir.is_dir(),
+        "shared data folder {} is missing: set TANTIVY_RERANK_SHARED to the folder holding data/ and models/",
+        dir.display()
+    );
+    dir
+}
+
+fn write_beir(dir: &Path, corpus: &str, queries: &str, qrels: &str) {
+    std::fs::create_dir_all(dir.join("qrels")).expect("mkdir");
+    std::fs::write(dir.join("corpus.jsonl"), corpus).expect("corpus");
+    std::fs::write(dir.join("queries.jsonl"), queries).expect("queries");
+    std::fs::write(dir.join("qrels/test.tsv"), qrels).expect("qrels");
+}
+
+const CORPUS: &str = r#"{"_id": "d1", "title": "Cats", "text": "Cats purr and sleep all day."}
+{"_id": "d2", "title": "Dogs", "text": "Dogs bark at cats and chase them."}
+{"_id": "d3", "title": "Birds", "text": "Birds sing in the morning."}
+{"_id": 4, "title": "Fish", "text": "Fish swim; cats watch fish."}
+"#;
+
+#[test]
+fn beir_bad_input_names_file_line_and_column() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    // Malformed JSON on line 2.
+    write_beir(
+        dir,
+        "{\"_id\": \"a\", \"text\": \"x\"}\n{\"_id\": \"b\", \"text\": }\n",
+        "{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "query-id\tcorpus-id\tscore\nq\ta\t1\n",
+    );
+    let err = load_beir(dir, "test").unwrap_err();
+    assert!(
+        matches!(&err, EvalError::Malformed { line: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("corpus.jsonl:2:"), "{err}");
+    // Duplicate document id.
+    write_beir(
+        dir,
+        "{\"_id\": \"a\"}\n{\"_id\": \"a\"}\n",
+        "{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "q\ta\t1\n",
+    );
+    let err = load_beir(dir, "test").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EvalError::DuplicateId {
+                line: 2,
+                first_line: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Missing _id.
+    write_beir(
+        dir,
+        "{\"text\": \"a\"}\n",
+        "{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "q\ta\t1\n",
+    );
+    assert!(matches!(
+        load_beir(dir, "test").unwrap_err(),
+        EvalError::MissingField { line: 1, .. }
+    ));
+    // Non-integer grade on line 3, column 6.
+    write_beir(
+        dir,
+        CORPUS,
+        "{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "query-id\tcorpus-id\tscore\nq\td1\t1\nq\td2\tx\n",
+    );
+    let err = load_beir(dir, "test").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EvalError::Malformed {
+                line: 3,
+                column: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Unknown ids, repeated judgements and empty queries are counted, not fatal.
+    write_beir(
+        dir,
+        CORPUS,
+        "{\"_id\": \"q1\", \"text\": \"cats\"}\n{\"_id\": \"q2\", \"text\": \"  \"}\n",
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t2\nq1\tnope\t1\nq9\td1\t1\nq2\td3\t1\n",
+    );
+    let ds = load_beir(dir, "test").expect("load");
+    let i = &ds.issues;
+    assert_eq!(
+        (
+            i.qrels_unknown_queries,
+            i.qrels_unknown_doc_lines,
+            i.qrels_duplicate_lines,
+            i.empty_queries
+        ),
+        (1, 1, 1, 1),
+        "{i:?}"
+    );
+    assert_eq!(ds.qrels["q1"]["d1"], 2, "last grade wins");
+    // The empty query scores 0 and is counted.
+    let opts = PipelineOptions {
+        progress: false,
+        ..Default::default()
+    };
+    let report = evaluate_pipeline(&ds, None, &opts).expect("pipeline");
+    assert_eq!((report.queries, report.queries_without_hits), (2, 1));
+    // A missing split names the file.
+    let err = load_beir(dir, "dev").unwrap_err();
+    assert!(err.to_string().contains("dev.tsv"), "{err}");
+}
+
+#[test]
+fn pipeline_runs_rescore_to_the_reported_numbers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_beir(
+        tmp.path(),
+        CORPUS,
+        "{\"_id\": \"q1\", \"text\": \"cats\"}\n{\"_id\": \"q2\", \"text\": \"fish\"}\n",
+        "query-id\tcorpus-id\tscore\nq1\td2\t2\nq1\td1\t1\nq2\t4\t1\n",
+    );
+    let ds = load_beir(tmp.path(), "test").expect("load");
+    // Rerank by the number of "cats": ties on purpose (broken by doc id, descending).
+    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
+        Ok::<_, std::convert::Infallible>(
+            t.iter().map(|t| t.matches("cats").count() as f32).collect(),
+        )
+    });
+    let opts = PipelineOptions {
+        progress: false,
+        passages: None,
+        window: 2,
+        top_k: 10,
+        ..Default::default()
+    };
+    let report = evaluate_pipeline(&ds, Some(&reranker), &opts).expect("pipeline");
+    assert_eq!(report.systems.len(), 2);
+    assert!(report.pairs_scored > 0);
+    let out = tempfile::tempdir().expect("out");
+    let full = EvalReport::Pipeline {
+        dataset: "toy".into(),
+        model: None,
+        reports: vec![report.clone()],
+    };
+    full.write_outputs(out.path()).expect("write");
+    for sys in &report.systems {
+        let path = out.path().join(format!("{}.{}.trec", ds.name, sys.system));
+        let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), opts.top_k);
+        assert_eq!(rescored.per_query, sys.per_query, "{}", sys.system);
+    }
+    assert!(full.table().contains("NDCG@10"));
+}
+
+/// BM25 on SciFact test: the run file re-scores to the same numbers.
+#[test]
+fn scifact_bm25_pipeline() {
+    let dir = shared().join("data/scifact");
+    let ds = load_beir(&dir, "test").expect("scifact");
+    assert_eq!((ds.corpus.len(), ds.qrels.len()), (5183, 300));
+    assert!(ds.issues.is_clean(), "{:?}", ds.issues);
+    let opts = PipelineOptions {
+        progress: false,
+        ..Default::default()
+    };
+    let report = evaluate_pipeline(&ds, None, &opts).expect("pipeline");
+    let m = report.systems[0].mean;
+    eprintln!("SciFact test BM25: {m:?}");
+    assert_eq!(report.queries, 300);
+    assert!(m.ndcg_10 > 0.66 && m.ndcg_10 < 0.72, "{m:?}");
+    assert!(m.recall_100 > 0.85, "{m:?}");
+    let out = tempfile::tempdir().expect("out");
+    let path = out.path().join("bm25.trec");
+    report.systems[0].run.write_trec(&path).expect("write");
+    let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), 100);
+    assert_eq!(rescored.mean, m);
+}
