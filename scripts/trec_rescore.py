@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Re-score a TREC run file with pytrec_eval (the trec_eval C code) against BEIR qrels.
 
-  python scripts/trec_rescore.py QRELS.tsv RUN.trec [--max-queries N]
+  python scripts/trec_rescore.py QRELS.tsv RUN.trec
 
 Prints the means of ndcg_cut_10, recip_rank of the top 10 (MRR@10), recall_100 and map_cut_100
 over the queries of the run that have judgements (as `tantivy-rerank eval` reports them).
