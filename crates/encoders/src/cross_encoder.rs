@@ -336,6 +336,13 @@ impl CrossEncoder {
         }
     }
 
+    /// Test hook: switch the fused CPU kernels off so candle's generic ops (the path every
+    /// other device and dtype takes) run on the CPU; `true` restores them where they apply.
+    #[doc(hidden)]
+    pub fn debug_cpu_kernels(&mut self, on: bool) {
+        self.model.set_cpu_kernels(on);
+    }
+
     /// Encode pairs exactly as the model will see them.
     pub fn encode<Q: AsRef<str> + Sync, D: AsRef<str> + Sync>(
         &self,

@@ -81,6 +81,13 @@ impl Model {
         })
     }
 
+    pub(crate) fn set_cpu_kernels(&mut self, on: bool) {
+        match self {
+            Model::Bert(m) => m.set_cpu_kernels(on),
+            Model::ModernBert(m) => m.set_cpu_kernels(on),
+        }
+    }
+
     pub(crate) fn family(&self) -> Family {
         match self {
             Model::Bert(_) => Family::Bert,

@@ -159,8 +159,13 @@ fn run_fixture(name: &str) {
     assert_eq!(model.labels().len(), reference.num_labels);
     let worst = check_model(name, &model, &reference, &dir, false);
     let st = check_sentence_transformers(name, &model, &reference);
+    // The same weights through candle's generic ops: the path CUDA and non-f32 dtypes take.
+    let mut generic = CrossEncoder::from_dir(&dir, cpu()).unwrap();
+    generic.debug_cpu_kernels(false);
+    let worst_generic = check_model(name, &generic, &reference, &dir, false);
     println!(
-        "{name}: {} cases, logits max |diff| {worst:.3e}; vs sentence-transformers {st:.3e}",
+        "{name}: {} cases, logits max |diff| {worst:.3e} (fused CPU kernels), \
+         {worst_generic:.3e} (candle ops); vs sentence-transformers {st:.3e}",
         reference.cases.len()
     );
 }
@@ -199,9 +204,12 @@ fn modernbert_sliding_window_matters() {
     // the windowed comparison above.
     let dir = fixtures().join(name);
     let reference = load_reference(name);
-    let mut model = CrossEncoder::from_dir(&dir, cpu()).unwrap();
-    model.debug_ignore_sliding_window(true);
-    check_model(name, &model, &reference, &dir, true);
+    for cpu_kernels in [true, false] {
+        let mut model = CrossEncoder::from_dir(&dir, cpu()).unwrap();
+        model.debug_ignore_sliding_window(true);
+        model.debug_cpu_kernels(cpu_kernels);
+        check_model(name, &model, &reference, &dir, true);
+    }
     let differs = reference
         .cases
         .iter()

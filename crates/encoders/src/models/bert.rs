@@ -4,9 +4,9 @@
 //! layer `LN(x + Attn(x))`, `LN(h + FFN(h))`. The classification head is the pooler
 //! (dense + tanh on `[CLS]`) followed by the classifier.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
-use super::{attention, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
+use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
 use crate::config::{BertConfig, ModelConfig};
 use crate::error::{EncoderError, Result};
 use crate::weights::Weights;
@@ -37,6 +37,8 @@ pub struct Bert {
     head: Option<(Linear, Linear)>,
     /// Parsed config.
     pub config: BertConfig,
+    /// Run the fused CPU kernels (f32 on the CPU only).
+    cpu_kernels: bool,
 }
 
 fn embedding(w: &Weights, n: usize, dim: usize) -> Result<candle_nn::Embedding> {
@@ -146,7 +148,16 @@ impl Bert {
             head_dim: h / config.num_attention_heads,
             head,
             config,
+            cpu_kernels: w.device().is_cpu() && w.dtype() == DType::F32,
         })
+    }
+
+    /// Test hook: switch the fused CPU kernels off (or back on where they apply).
+    #[doc(hidden)]
+    pub fn set_cpu_kernels(&mut self, on: bool) {
+        let eligible = self.embeddings.word.embeddings().device().is_cpu()
+            && self.embeddings.word.embeddings().dtype() == DType::F32;
+        self.cpu_kernels = on && eligible;
     }
 
     /// Final hidden states of every token, `[total_tokens, hidden]`.
@@ -158,15 +169,27 @@ impl Bert {
             .add(&e.position.forward(&batch.position_ids)?)?
             .add(&e.token_type.forward(&batch.token_type_ids)?)?;
         xs = e.norm.forward(&xs)?;
+        let fast = self.cpu_kernels;
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&xs)?;
-            let (q, k, v) = split_qkv(&qkv, self.heads, self.head_dim)?;
-            let ctx = attention(&q, &k, &v, batch, None)?;
-            let attn = layer.attn_out.forward(&ctx)?;
-            let h = layer.attn_norm.forward(&(attn + &xs)?)?;
-            let inter = self.act.apply(&layer.intermediate.forward(&h)?)?;
-            let out = layer.output.forward(&inter)?;
-            xs = layer.out_norm.forward(&(out + h)?)?;
+            let qkv = layer.qkv.apply(&xs, None, None, fast)?;
+            let ctx = if fast {
+                cpu::attention(
+                    &qkv,
+                    &batch.cu_seqlens,
+                    self.heads,
+                    self.head_dim,
+                    None,
+                    None,
+                )?
+            } else {
+                let (q, k, v) = split_qkv(&qkv, self.heads, self.head_dim)?;
+                attention(&q, &k, &v, batch, None)?
+            };
+            let attn = layer.attn_out.apply(&ctx, Some(&xs), None, fast)?;
+            let h = layer.attn_norm.forward(&attn)?;
+            let inter = layer.intermediate.apply(&h, None, Some(self.act), fast)?;
+            let out = layer.output.apply(&inter, Some(&h), None, fast)?;
+            xs = layer.out_norm.forward(&out)?;
         }
         Ok(xs)
     }

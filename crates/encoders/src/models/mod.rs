@@ -6,6 +6,7 @@
 //! inside attention only (or, with the `flash-attn` feature on CUDA, uses varlen kernels).
 
 pub mod bert;
+pub(crate) mod cpu;
 pub mod modernbert;
 
 use std::path::Path;
@@ -80,6 +81,28 @@ impl Linear {
         let weight = w.get(&[out_dim, in_dim], "weight")?;
         let bias = w.get_opt(&[out_dim], "bias")?;
         Ok(Self { weight, bias })
+    }
+
+    /// `act(x W^T + b + residual)`: with `cpu_kernels` as one fused CPU kernel, otherwise as
+    /// candle ops.
+    pub(crate) fn apply(
+        &self,
+        xs: &Tensor,
+        residual: Option<&Tensor>,
+        act: Option<Activation>,
+        cpu_kernels: bool,
+    ) -> candle_core::Result<Tensor> {
+        if cpu_kernels {
+            return cpu::linear(xs, &self.weight, self.bias.as_ref(), residual, act);
+        }
+        let mut ys = self.forward(xs)?;
+        if let Some(r) = residual {
+            ys = (ys + r)?;
+        }
+        match act {
+            Some(act) => act.apply(&ys),
+            None => Ok(ys),
+        }
     }
 
     /// Apply to `[n, in]`.
@@ -457,6 +480,69 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(diff < 1e-5, "window {window:?}: {diff}");
+        }
+    }
+
+    /// The fused CPU attention kernel matches candle's ops (split, RoPE, per-sequence
+    /// attention) on sequences longer than one query block, with and without a window.
+    #[test]
+    fn fused_cpu_attention_matches_candle_ops() {
+        let dev = Device::Cpu;
+        let encs = [encoding(300), encoding(7), encoding(530), encoding(1)];
+        let refs: Vec<&EncodedPair> = encs.iter().collect();
+        let batch = PackedBatch::new(&refs, &dev, DType::F32).unwrap();
+        let n = batch.total_tokens();
+        let (heads, d) = (3, 8);
+        let qkv = Tensor::randn(0f32, 1.0, (n, 3 * heads * d), &dev).unwrap();
+        let max_pos = 600;
+        let angles: Vec<f32> = (0..max_pos * d / 2)
+            .map(|i| (i / (d / 2)) as f32 / 10f32.powf((i % (d / 2)) as f32))
+            .collect();
+        let cos = Tensor::from_vec(
+            angles.iter().map(|a| a.cos()).collect(),
+            (max_pos, d / 2),
+            &dev,
+        )
+        .unwrap();
+        let sin = Tensor::from_vec(
+            angles.iter().map(|a| a.sin()).collect(),
+            (max_pos, d / 2),
+            &dev,
+        )
+        .unwrap();
+        for window in [None, Some(5), Some(400)] {
+            for rope in [false, true] {
+                let (q, k, v) = split_qkv(&qkv, heads, d).unwrap();
+                let (q, k) = if rope {
+                    let rot = |x: &Tensor| {
+                        let c = cos.index_select(&batch.position_ids, 0).unwrap();
+                        let s = sin.index_select(&batch.position_ids, 0).unwrap();
+                        candle_nn::rotary_emb::rope_thd(&x.unsqueeze(0).unwrap(), &c, &s)
+                            .unwrap()
+                            .squeeze(0)
+                            .unwrap()
+                    };
+                    (rot(&q), rot(&k))
+                } else {
+                    (q, k)
+                };
+                let want = attention_per_sequence(&q, &k, &v, &batch, window).unwrap();
+                let tables = rope.then_some(cpu::RopeTables {
+                    cos: &cos,
+                    sin: &sin,
+                });
+                let got =
+                    cpu::attention(&qkv, &batch.cu_seqlens, heads, d, window, tables).unwrap();
+                let diff = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-5, "window {window:?}, rope {rope}: {diff}");
+            }
         }
     }
 }

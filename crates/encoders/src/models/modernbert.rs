@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{attention, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
+use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
 use crate::config::{LayerAttention, ModelConfig, ModernBertConfig};
 use crate::error::{EncoderError, Result};
 use crate::weights::Weights;
@@ -102,6 +102,8 @@ pub struct ModernBert {
     pub config: ModernBertConfig,
     /// Test hook: treat every layer as global (proves the window matters).
     ignore_window: bool,
+    /// Run the fused CPU kernels (f32 on the CPU only).
+    cpu_kernels: bool,
 }
 
 impl ModernBert {
@@ -221,7 +223,15 @@ impl ModernBert {
             head,
             config,
             ignore_window: false,
+            cpu_kernels: w.device().is_cpu() && w.dtype() == DType::F32,
         })
+    }
+
+    /// Test hook: switch the fused CPU kernels off (or back on where they apply).
+    #[doc(hidden)]
+    pub fn set_cpu_kernels(&mut self, on: bool) {
+        let e = self.tok_embeddings.embeddings();
+        self.cpu_kernels = on && e.device().is_cpu() && e.dtype() == DType::F32;
     }
 
     /// Test hook: run every layer with global attention.
@@ -235,29 +245,49 @@ impl ModernBert {
         let mut xs = self
             .emb_norm
             .forward(&self.tok_embeddings.forward(&batch.input_ids)?)?;
+        let fast = self.cpu_kernels;
         for layer in &self.layers {
             let normed = match &layer.attn_norm {
                 Some(n) => n.forward(&xs)?,
                 None => xs.clone(),
             };
-            let qkv = layer.wqkv.forward(&normed)?;
-            let (q, k, v) = split_qkv(&qkv, self.heads, self.head_dim)?;
+            let qkv = layer.wqkv.apply(&normed, None, None, fast)?;
             let rope = &self.ropes[layer.rope];
-            let q = rope.apply(&q, &batch.position_ids)?;
-            let k = rope.apply(&k, &batch.position_ids)?;
             let window = if self.ignore_window {
                 None
             } else {
                 layer.kind.half_window
             };
-            let ctx = attention(&q, &k, &v, batch, window)?;
-            xs = (xs + layer.wo.forward(&ctx)?)?;
+            let ctx = if fast {
+                let tables = cpu::RopeTables {
+                    cos: &rope.cos,
+                    sin: &rope.sin,
+                };
+                cpu::attention(
+                    &qkv,
+                    &batch.cu_seqlens,
+                    self.heads,
+                    self.head_dim,
+                    window,
+                    Some(tables),
+                )?
+            } else {
+                let (q, k, v) = split_qkv(&qkv, self.heads, self.head_dim)?;
+                let q = rope.apply(&q, &batch.position_ids)?;
+                let k = rope.apply(&k, &batch.position_ids)?;
+                attention(&q, &k, &v, batch, window)?
+            };
+            xs = layer.wo.apply(&ctx, Some(&xs), None, fast)?;
             let h = layer.mlp_norm.forward(&xs)?;
-            let wi = layer.wi.forward(&h)?;
-            let input = wi.narrow(1, 0, self.intermediate)?;
-            let gate = wi.narrow(1, self.intermediate, self.intermediate)?;
-            let mlp = layer.mlp_wo.forward(&(self.act.apply(&input)? * gate)?)?;
-            xs = (xs + mlp)?;
+            let wi = layer.wi.apply(&h, None, None, fast)?;
+            let glu = if fast {
+                cpu::glu(&wi, self.intermediate, self.act)?
+            } else {
+                let input = wi.narrow(1, 0, self.intermediate)?;
+                let gate = wi.narrow(1, self.intermediate, self.intermediate)?;
+                (self.act.apply(&input)? * gate)?
+            };
+            xs = layer.mlp_wo.apply(&glu, Some(&xs), None, fast)?;
         }
         Ok(self.final_norm.forward(&xs)?)
     }

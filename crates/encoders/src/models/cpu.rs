@@ -1,0 +1,629 @@
+//! Fused f32 kernels for the CPU forward pass.
+//!
+//! candle runs one op at a time: a linear layer is a matmul, then a bias pass, then an
+//! activation pass, each allocating a fresh output, and attention is a batched matmul over
+//! small per-head matrices followed by a separate softmax. On a 2-core machine those extra
+//! passes, page faults and per-op thread hand-offs cost as much as the matmuls themselves.
+//! These kernels work on the tensors' f32 buffers directly:
+//!
+//! - [`linear`]: the output is pre-filled with bias (+ residual), the matmul accumulates into
+//!   it, and the activation runs in place.
+//! - [`attention`]: reads q, k and v straight out of the fused `[n, 3 * hidden]` projection,
+//!   applies RoPE when asked, and runs one task per (sequence, head, block of query rows):
+//!   scores, softmax and the value product stay in a per-thread scratch buffer. Sliding-window
+//!   layers only compute the keys inside the window.
+//! - [`glu`]: ModernBERT's `act(input) * gate` in one pass.
+//!
+//! Activations and `exp` use branch-free polynomial approximations (about 1e-7 absolute
+//! error) that the compiler vectorises; the AVX2 build is chosen at run time.
+//!
+//! The models call these only for f32 tensors on the CPU; every other device or dtype runs
+//! candle's ops, and the parity tests run both paths against transformers.
+
+use candle_core::{Device, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::Activation;
+
+type CResult<T> = candle_core::Result<T>;
+
+fn kernel_error(msg: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(format!("cpu kernel: {}", msg.into()))
+}
+
+/// Run `f` on the contiguous f32 buffer of a CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> CResult<R>) -> CResult<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| kernel_error("tensor is not contiguous"))?;
+    match &*storage {
+        Storage::Cpu(s) => f(&s.as_slice::<f32>()?[start..end]),
+        _ => Err(kernel_error("tensor is not on the CPU")),
+    }
+}
+
+fn with_opt_f32<R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> CResult<R>) -> CResult<R> {
+    match t {
+        Some(t) => with_f32(t, |s| f(Some(s))),
+        None => f(None),
+    }
+}
+
+/// A raw pointer that rayon tasks may share; every task writes a disjoint region.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+/// Threads to hand to gemm for an `m x n x k` product.
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k >= 48 * 48 * 48 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// `act(x W^T + bias + residual)` for `x: [n, in]`, `w: [out, in]`; act only without residual
+/// (BERT and ModernBERT never need both).
+pub(crate) fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    act: Option<Activation>,
+) -> CResult<Tensor> {
+    let (n, k) = x.dims2()?;
+    let (o, k2) = w.dims2()?;
+    if k != k2 {
+        return Err(kernel_error(format!(
+            "linear: input has {k} features, weight expects {k2}"
+        )));
+    }
+    if let Some(r) = residual {
+        if r.dims2()? != (n, o) {
+            return Err(kernel_error(format!(
+                "linear: residual {:?} does not match output ({n}, {o})",
+                r.dims()
+            )));
+        }
+    }
+    let mut out = vec![0f32; n * o];
+    let prefilled = bias.is_some() || residual.is_some();
+    with_opt_f32(bias, |b| {
+        with_opt_f32(residual, |r| {
+            if let Some(b) = b {
+                if b.len() != o {
+                    return Err(kernel_error(format!(
+                        "linear: bias has {} values, expected {o}",
+                        b.len()
+                    )));
+                }
+            }
+            if o > 0 {
+                out.par_chunks_mut(o).enumerate().for_each(|(i, row)| {
+                    if let Some(r) = r {
+                        row.copy_from_slice(&r[i * o..(i + 1) * o]);
+                        if let Some(b) = b {
+                            row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                        }
+                    } else if let Some(b) = b {
+                        row.copy_from_slice(b);
+                    }
+                });
+            }
+            Ok(())
+        })
+    })?;
+    with_f32(x, |xs| {
+        with_f32(w, |ws| {
+            if n == 0 || o == 0 {
+                return Ok(());
+            }
+            // SAFETY: the pointers cover `n*k`, `o*k` and `n*o` f32s with the strides given
+            // (row-major x and out; w read transposed), checked by the shape tests above.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    o,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    o as isize,
+                    prefilled,
+                    xs.as_ptr(),
+                    1,
+                    k as isize,
+                    ws.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm_parallelism(n, o, k),
+                );
+            }
+            Ok(())
+        })
+    })?;
+    if let Some(act) = act {
+        out.par_chunks_mut(16 * 1024)
+            .for_each(|chunk| activate(chunk, act));
+    }
+    Tensor::from_vec(out, (n, o), &Device::Cpu)
+}
+
+/// ModernBERT's GLU: `[n, 2 * inter]` -> `act(first half) * second half`, `[n, inter]`.
+pub(crate) fn glu(wi: &Tensor, inter: usize, act: Activation) -> CResult<Tensor> {
+    let (n, two) = wi.dims2()?;
+    if two != 2 * inter {
+        return Err(kernel_error(format!(
+            "glu: input width {two} is not 2 x {inter}"
+        )));
+    }
+    let mut out = vec![0f32; n * inter];
+    if inter > 0 {
+        with_f32(wi, |src| {
+            out.par_chunks_mut(inter).enumerate().for_each(|(i, row)| {
+                let s = &src[i * two..(i + 1) * two];
+                row.copy_from_slice(&s[..inter]);
+                activate(row, act);
+                row.iter_mut().zip(&s[inter..]).for_each(|(y, g)| *y *= g);
+            });
+            Ok(())
+        })?;
+    }
+    Tensor::from_vec(out, (n, inter), &Device::Cpu)
+}
+
+/// RoPE tables `[max_positions, head_dim / 2]` (rotate-half convention).
+pub(crate) struct RopeTables<'a> {
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+}
+
+/// Query rows per attention task.
+const QUERY_BLOCK: usize = 256;
+
+/// Multi-head attention over the fused projection `qkv: [n, 3 * heads * head_dim]` of a packed
+/// batch with boundaries `cu_seqlens`; returns `[n, heads * head_dim]`. `half_window` limits
+/// each query to keys at distance `<= half_window`; `rope` rotates q and k by their position
+/// inside their own sequence.
+pub(crate) fn attention(
+    qkv: &Tensor,
+    cu_seqlens: &[u32],
+    heads: usize,
+    head_dim: usize,
+    half_window: Option<usize>,
+    rope: Option<RopeTables<'_>>,
+) -> CResult<Tensor> {
+    let hidden = heads * head_dim;
+    let (n, width) = qkv.dims2()?;
+    if width != 3 * hidden {
+        return Err(kernel_error(format!(
+            "attention: qkv width {width} is not 3 x {heads} x {head_dim}"
+        )));
+    }
+    if cu_seqlens.last().copied().unwrap_or(0) as usize != n {
+        return Err(kernel_error(format!(
+            "attention: sequence offsets end at {:?}, tensor has {n} tokens",
+            cu_seqlens.last()
+        )));
+    }
+    let mut tasks = Vec::new();
+    for w in cu_seqlens.windows(2) {
+        let (start, len) = (w[0] as usize, (w[1] - w[0]) as usize);
+        for h in 0..heads {
+            for q0 in (0..len).step_by(QUERY_BLOCK) {
+                tasks.push((start, len, h, q0, (q0 + QUERY_BLOCK).min(len)));
+            }
+        }
+    }
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut out = vec![0f32; n * hidden];
+    let dst = SharedMut(out.as_mut_ptr());
+    let cos_sin = rope.as_ref().map(|r| (r.cos, r.sin));
+    let run = |src: &[f32], tables: Option<(&[f32], &[f32])>| -> CResult<()> {
+        if let Some((cos, _)) = tables {
+            let max_len = cu_seqlens
+                .windows(2)
+                .map(|w| (w[1] - w[0]) as usize)
+                .max()
+                .unwrap_or(0);
+            if cos.len() < max_len * (head_dim / 2) {
+                return Err(kernel_error(format!(
+                    "attention: RoPE table covers {} positions, a sequence has {max_len}",
+                    cos.len() / (head_dim / 2).max(1)
+                )));
+            }
+        }
+        tasks
+            .par_iter()
+            .for_each_init(Scratch::default, |scratch, &task| {
+                // SAFETY: each task writes rows [start + q0, start + q1) of head h's columns only;
+                // tasks never overlap and `out` outlives the parallel loop.
+                unsafe {
+                    attend_block(
+                        src,
+                        dst,
+                        task,
+                        hidden,
+                        head_dim,
+                        scale,
+                        half_window,
+                        tables,
+                        scratch,
+                    )
+                }
+            });
+        Ok(())
+    };
+    with_f32(qkv, |src| match cos_sin {
+        Some((cos, sin)) => with_f32(cos, |c| with_f32(sin, |s| run(src, Some((c, s))))),
+        None => run(src, None),
+    })?;
+    Tensor::from_vec(out, (n, hidden), &Device::Cpu)
+}
+
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+/// Copy `rows` rows of one head (`[rows, d]`, source row stride `stride`) into `buf`,
+/// rotating each by its position `pos0 + i`.
+fn rotate_rows(
+    src: &[f32],
+    stride: usize,
+    rows: usize,
+    d: usize,
+    pos0: usize,
+    (cos, sin): (&[f32], &[f32]),
+    buf: &mut Vec<f32>,
+) {
+    let half = d / 2;
+    buf.clear();
+    buf.resize(rows * d, 0.0);
+    for (i, row) in buf.chunks_exact_mut(d).enumerate() {
+        let x = &src[i * stride..i * stride + d];
+        let c = &cos[(pos0 + i) * half..(pos0 + i + 1) * half];
+        let s = &sin[(pos0 + i) * half..(pos0 + i + 1) * half];
+        let (lo, hi) = row.split_at_mut(half);
+        for j in 0..half {
+            let (x1, x2) = (x[j], x[half + j]);
+            lo[j] = x1 * c[j] - x2 * s[j];
+            hi[j] = x2 * c[j] + x1 * s[j];
+        }
+    }
+}
+
+/// One attention task: query rows `[q0, q1)` of head `h` of the sequence at `start`.
+///
+/// # Safety
+/// `dst` must point to an `[n, hidden]` buffer that no other task writes in these rows and
+/// columns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_block(
+    src: &[f32],
+    dst: SharedMut,
+    (start, len, h, q0, q1): (usize, usize, usize, usize, usize),
+    hidden: usize,
+    d: usize,
+    scale: f32,
+    half_window: Option<usize>,
+    rope: Option<(&[f32], &[f32])>,
+    scratch: &mut Scratch,
+) {
+    let stride = 3 * hidden;
+    let (k0, k1) = match half_window {
+        Some(w) => (q0.saturating_sub(w), (q1 + w).min(len)),
+        None => (0, len),
+    };
+    let (m, kl) = (q1 - q0, k1 - k0);
+    let q_at = (start + q0) * stride + h * d;
+    let k_at = (start + k0) * stride + hidden + h * d;
+    let v_at = (start + k0) * stride + 2 * hidden + h * d;
+    // Query and key rows: straight from qkv, or rotated into scratch.
+    let (q_ptr, q_rs, k_ptr, k_rs) = match rope {
+        Some(tables) => {
+            rotate_rows(&src[q_at..], stride, m, d, q0, tables, &mut scratch.q);
+            rotate_rows(&src[k_at..], stride, kl, d, k0, tables, &mut scratch.k);
+            (scratch.q.as_ptr(), d, scratch.k.as_ptr(), d)
+        }
+        None => (src[q_at..].as_ptr(), stride, src[k_at..].as_ptr(), stride),
+    };
+    scratch.scores.clear();
+    scratch.scores.resize(m * kl, 0.0);
+    let scores = &mut scratch.scores;
+    // scores[m, kl] = scale * q[m, d] . k[kl, d]^T
+    gemm::gemm(
+        m,
+        kl,
+        d,
+        scores.as_mut_ptr(),
+        1,
+        kl as isize,
+        false,
+        q_ptr,
+        1,
+        q_rs as isize,
+        k_ptr,
+        k_rs as isize,
+        1,
+        0.0,
+        scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    for (i, row) in scores.chunks_exact_mut(kl).enumerate() {
+        match half_window {
+            Some(w) => {
+                // Keys of query q0 + i inside the window, relative to k0.
+                let qi = q0 + i;
+                let lo = qi.saturating_sub(w) - k0;
+                let hi = (qi + w + 1).min(len) - k0;
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                softmax_in_place(&mut row[lo..hi]);
+            }
+            None => softmax_in_place(row),
+        }
+    }
+    // out[m, d] = probs[m, kl] . v[kl, d]
+    gemm::gemm(
+        m,
+        d,
+        kl,
+        dst.0.add((start + q0) * hidden + h * d),
+        1,
+        hidden as isize,
+        false,
+        scores.as_ptr(),
+        1,
+        kl as isize,
+        src[v_at..].as_ptr(),
+        1,
+        stride as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Apply `act` element-wise.
+pub(crate) fn activate(xs: &mut [f32], act: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { activate_avx2(xs, act) };
+    }
+    activate_generic(xs, act)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn activate_avx2(xs: &mut [f32], act: Activation) {
+    activate_generic(xs, act)
+}
+
+#[inline(always)]
+fn activate_generic(xs: &mut [f32], act: Activation) {
+    match act {
+        Activation::Gelu => xs.iter_mut().for_each(|x| *x = gelu_erf(*x)),
+        Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
+        Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Activation::Silu => xs.iter_mut().for_each(|x| *x /= 1.0 + exp(-*x)),
+        Activation::Tanh => xs.iter_mut().for_each(|x| *x = tanh(*x)),
+    }
+}
+
+/// Softmax of one row, in place.
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: as in `activate`.
+        return unsafe { softmax_avx2(row) };
+    }
+    softmax_generic(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_avx2(row: &mut [f32]) {
+    softmax_generic(row)
+}
+
+#[inline(always)]
+fn softmax_generic(row: &mut [f32]) {
+    let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+    row.iter_mut().for_each(|x| *x = exp(*x - max));
+    let sum = lanes_reduce(row, 0.0, |a, b| a + b);
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Reduce with 8 independent lanes so the loop vectorises.
+#[inline(always)]
+fn lanes_reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] = f(acc[l], c[l]);
+        }
+    }
+    let mut r = init;
+    for a in acc.into_iter().chain(tail.iter().copied()) {
+        r = f(r, a);
+    }
+    r
+}
+
+/// `e^x` for f32, branch-free (Cephes polynomial, about 2 ulp); saturates outside the range
+/// of normal floats.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // 2^n without a float-to-int cast (which does not vectorise): 2^23 + n + 127 holds the
+    // biased exponent in its low mantissa bits.
+    let biased = (n + (8_388_608.0 + 127.0)).to_bits();
+    y * f32::from_bits(biased << 23)
+}
+
+/// `tanh(x) = 1 - 2 / (e^{2x} + 1)`.
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+/// `erf(x)` (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let mut p = 1.061_405_4f32;
+    p = p * t - 1.453_152;
+    p = p * t + 1.421_413_7;
+    p = p * t - 0.284_496_74;
+    p = p * t + 0.254_829_6;
+    let y = 1.0 - p * t * exp(-a * a);
+    y.copysign(x)
+}
+
+/// Exact GELU, `x * Phi(x)` (transformers' `gelu`).
+#[inline(always)]
+fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    0.5 * x * (1.0 + tanh(C * (x + 0.044_715 * x * x * x)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "relative error {worst}");
+        assert!(exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn activations_match_reference_formulas() {
+        let xs: Vec<f32> = (-800..800).map(|i| i as f32 * 0.01).collect();
+        let erf_ref = |x: f64| libm_erf(x);
+        for &act in &[
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::Tanh,
+        ] {
+            let mut ys = xs.clone();
+            activate(&mut ys, act);
+            for (&x, &y) in xs.iter().zip(&ys) {
+                let x64 = x as f64;
+                let want = match act {
+                    Activation::Gelu => 0.5 * x64 * (1.0 + erf_ref(x64 / 2f64.sqrt())),
+                    Activation::GeluTanh => {
+                        let c = (2.0 / std::f64::consts::PI).sqrt();
+                        0.5 * x64 * (1.0 + (c * (x64 + 0.044715 * x64.powi(3))).tanh())
+                    }
+                    Activation::Relu => x64.max(0.0),
+                    Activation::Silu => x64 / (1.0 + (-x64).exp()),
+                    Activation::Tanh => x64.tanh(),
+                };
+                assert!(
+                    (y as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                    "{act:?}({x}) = {y}, want {want}"
+                );
+            }
+        }
+    }
+
+    /// erf by its Taylor series / continued fraction, in f64, for the reference.
+    fn libm_erf(x: f64) -> f64 {
+        // Series converges fast for |x| < 3; beyond, erf is 1 to f32 precision.
+        if x.abs() > 5.0 {
+            return x.signum();
+        }
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..200 {
+            term *= -x * x / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_matches_naive() {
+        let mut row: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.3 - 3.0)
+            .collect();
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+        let s: f64 = e.iter().sum();
+        softmax_in_place(&mut row);
+        for (y, e) in row.iter().zip(&e) {
+            assert!((*y as f64 - e / s).abs() < 1e-7);
+        }
+    }
+
+    #[test]
+    fn linear_fuses_bias_residual_and_activation() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 7), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (3, 7), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 3, &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (5, 3), &dev).unwrap();
+        let plain = x.matmul(&w.t().unwrap()).unwrap();
+        let want = plain.broadcast_add(&b).unwrap().add(&r).unwrap();
+        let got = linear(&x, &w, Some(&b), Some(&r), None).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        let want = plain.broadcast_add(&b).unwrap().gelu_erf().unwrap();
+        let got = linear(&x, &w, Some(&b), None, Some(Activation::Gelu)).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        let bad = Tensor::zeros((5, 6), candle_core::DType::F32, &dev).unwrap();
+        assert!(linear(&bad, &w, None, None, None).is_err());
+    }
+}
