@@ -70,6 +70,17 @@ How to run (from the project root; the shared folder is ``../shared`` by default
     HF_HUB_OFFLINE=1 .venv-fixtures/bin/python scripts/make_fixtures.py \
         [--out crates/encoders/tests/fixtures] [--shared ../shared]
 
+Full-size random models (benchmarks and GPU parity, never committed)::
+
+    .venv-fixtures/bin/python scripts/make_fixtures.py --full-size KIND --out DIR
+
+writes one randomly initialised (transformers' own init, seeded) classification model of a
+published architecture with its real tokenizer from the shared folder. KIND is one of
+``minilm-l6`` (cross-encoder/ms-marco-MiniLM-L-6-v2's config, 1 label), ``modernbert-base``
+(ModernBERT-base dimensions, 1 label), ``modernbert-large`` (ModernBERT-large's config,
+3 labels irrelevant/partial/sufficient) and ``mbert-2label`` (bert-base-multilingual-uncased,
+2 labels, ``vocab.txt`` only).
+
 Everything is built locally; the Hugging Face Hub is never contacted.  The output is
 deterministic (fixed seeds, single-threaded torch): running it twice gives identical files.
 """
@@ -874,14 +885,66 @@ def make_minilm(shared: Path) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+FULL_SIZE_KINDS = ("minilm-l6", "modernbert-base", "modernbert-large", "mbert-2label")
+
+
+def make_full_size(kind: str, out: Path, shared: Path, seed: int = 0) -> None:
+    """A full-size, randomly initialised classification model with its real tokenizer."""
+    models_dir = shared / "models"
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "minilm-l6":
+        src = models_dir / "ms-marco-MiniLM-L-6-v2-config"
+        cfg = BertConfig.from_pretrained(src, num_labels=1)
+        cfg.architectures = ["BertForSequenceClassification"]
+        model = BertForSequenceClassification(cfg)
+        files = ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                 "config_sentence_transformers.json"]
+    elif kind == "mbert-2label":
+        src = models_dir / "bert-base-multilingual-uncased"
+        cfg = BertConfig.from_pretrained(src, num_labels=2)
+        cfg.architectures = ["BertForSequenceClassification"]
+        model = BertForSequenceClassification(cfg)
+        files = ["vocab.txt"]
+        (out / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}) + "\n")
+    elif kind in ("modernbert-base", "modernbert-large"):
+        src = models_dir / "modernbert-tokenizer"
+        base = json.loads((src / "config.json").read_text())
+        dims = dict(hidden_size=768, num_hidden_layers=22, num_attention_heads=12, intermediate_size=1152) \
+            if kind == "modernbert-base" else {}
+        labels = ["LABEL_0"] if kind == "modernbert-base" else ["irrelevant", "partial", "sufficient"]
+        base.update(dims)
+        base.update(architectures=["ModernBertForSequenceClassification"],
+                    id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+        for k in ("_name_or_path", "transformers_version", "torch_dtype"):
+            base.pop(k, None)
+        cfg = ModernBertConfig.from_dict(base)
+        model = ModernBertForSequenceClassification(cfg)
+        files = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+    else:
+        raise SystemExit(f"unknown --full-size {kind}; choose from {', '.join(FULL_SIZE_KINDS)}")
+    model.eval()
+    model.save_pretrained(out)
+    for f in files:
+        shutil.copyfile(src / f, out / f)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{kind}: {n / 1e6:.1f}M parameters -> {out}")
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=root / "crates/encoders/tests/fixtures")
     ap.add_argument("--shared", type=Path, default=Path(os.environ.get("TANTIVY_RERANK_SHARED", root.parent / "shared")))
+    ap.add_argument("--full-size", choices=FULL_SIZE_KINDS,
+                    help="write one full-size random model to --out instead of the fixtures")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --full-size")
     args = ap.parse_args()
     out: Path = args.out.resolve()
     shared: Path = args.shared.resolve()
+    if args.full_size:
+        make_full_size(args.full_size, out, shared, args.seed)
+        return
     out.mkdir(parents=True, exist_ok=True)
     transformers.logging.set_verbosity_error()
 

@@ -1,6 +1,7 @@
 //! `tantivy-rerank`: score pairs with a cross-encoder, index and search article corpora, and
 //! evaluate retrieval quality.
 
+mod bench;
 mod eval;
 mod score;
 mod search;
@@ -28,6 +29,9 @@ enum Command {
     Search(search::SearchArgs),
     /// Evaluate BM25 and a reranker on a BEIR or NanoBEIR dataset (tables, JSON, TREC runs).
     Eval(Box<eval::EvalArgs>),
+    /// Measure reranking speed on workload files or dataset queries: pairs/s, tokens/s,
+    /// latency percentiles, time split and peak memory.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Index(args) => search::index(args),
         Command::Search(args) => search::search(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Bench(args) => bench::run(*args),
     }
 }

@@ -323,6 +323,18 @@ impl CrossEncoder {
     pub fn device(&self) -> &Device {
         &self.device
     }
+    /// Pairs per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+    /// Token budget per forward pass.
+    pub fn max_batch_tokens(&self) -> Option<usize> {
+        self.max_batch_tokens
+    }
+    /// Compute dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
     /// The model directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -117,6 +117,50 @@ impl Precision {
     }
 }
 
+/// Peak memory in use on a device, sampled with [`sample`](Self::sample): on CUDA the
+/// device's `total - free` (so it includes the CUDA context and other processes); the CPU
+/// reports nothing here (use the process's peak RSS).
+#[derive(Debug, Clone)]
+pub struct DeviceMemory {
+    device: Device,
+    peak: Option<u64>,
+}
+
+impl DeviceMemory {
+    /// Start tracking `device`, taking a first sample.
+    pub fn new(device: &Device) -> Self {
+        let mut m = Self {
+            device: device.clone(),
+            peak: None,
+        };
+        m.sample();
+        m
+    }
+
+    /// Read the memory in use now and keep the maximum.
+    pub fn sample(&mut self) {
+        if let Some(used) = used_bytes(&self.device) {
+            self.peak = Some(self.peak.map_or(used, |p| p.max(used)));
+        }
+    }
+
+    /// The largest sample, in bytes; `None` on devices that cannot report it.
+    pub fn peak_bytes(&self) -> Option<u64> {
+        self.peak
+    }
+}
+
+fn used_bytes(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+            Some(total.saturating_sub(free) as u64)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

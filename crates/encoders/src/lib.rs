@@ -47,7 +47,7 @@ pub use cross_encoder::{
     default_max_batch_tokens, rank_scores, Classification, CrossEncoder, CrossEncoderOptions,
     PredictStats, Prediction, Ranked,
 };
-pub use device::{DeviceSpec, Precision};
+pub use device::{DeviceMemory, DeviceSpec, Precision};
 pub use error::{EncoderError, Result};
 pub use head::{ScoreActivation, ScoreHead};
 pub use tokenizer::{EncodedPair, PairTokenizer, Truncation};

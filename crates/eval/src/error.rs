@@ -136,6 +136,15 @@ pub enum EvalError {
         #[source]
         source: Box<tantivy_rerank_encoders::EncoderError>,
     },
+    /// The cross-encoder failed while being benchmarked.
+    #[error("model failed on {context}: {source}")]
+    Model {
+        /// The workload and query.
+        context: String,
+        /// The error.
+        #[source]
+        source: Box<tantivy_rerank_encoders::EncoderError>,
+    },
     /// An option has a value that cannot work.
     #[error("invalid option {option} = {value}: {reason}")]
     InvalidOption {

@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 mod dataset;
 mod error;
 pub mod metrics;
