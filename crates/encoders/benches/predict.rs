@@ -1,6 +1,13 @@
-//! `cargo bench -p tantivy-rerank-encoders`: cross-encoder `predict` throughput on CPU.
+//! `cargo bench -p tantivy-rerank-encoders`: tokenisation, model forward and `predict`
+//! throughput on CPU.
 //!
 //! Workload: `../shared/bench/workload_1x100.json` (one query, 100 passages of ~240 tokens).
+//! - `tokenize_1x100`: the 100 pairs through the real ModernBERT BPE tokenizer, the real
+//!   all-MiniLM-L6-v2 `tokenizer.json` and multilingual BERT built from `vocab.txt`
+//!   (truncation to 512 included).
+//! - `forward_1x100`: the model alone on the pre-encoded pairs (batching, forward, logits).
+//! - `predict_1x100`: tokenisation + forward + head, what a reranker call costs.
+//!
 //! Models: the tiny committed fixture (`bert-3label`) and a MiniLM-L6-size BERT cross-encoder
 //! (6 layers, hidden 384, the real all-MiniLM-L6-v2 tokenizer) with random weights written to
 //! a temporary directory: speed does not depend on the weights' values. Criterion reports
@@ -10,7 +17,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tantivy_rerank_encoders::{CrossEncoder, CrossEncoderOptions, DeviceSpec};
+use tantivy_rerank_encoders::{
+    CrossEncoder, CrossEncoderOptions, DeviceSpec, PairTokenizer, Truncation,
+};
 
 fn shared() -> PathBuf {
     std::env::var("TANTIVY_RERANK_SHARED")
@@ -108,15 +117,57 @@ fn bench_predict(c: &mut Criterion) {
         ),
         ("minilm-l6-size", tmp.path().to_path_buf()),
     ];
+    let loaded: Vec<(&str, CrossEncoder)> = models
+        .iter()
+        .map(|(name, dir)| (*name, CrossEncoder::from_dir(dir, options.clone()).unwrap()))
+        .collect();
+    let mut group = c.benchmark_group("forward_1x100");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(pairs.len() as u64));
+    for (name, model) in &loaded {
+        let encodings = model.encode(&pairs).unwrap();
+        group.bench_function(*name, |b| {
+            b.iter(|| model.logits_of_encodings(&encodings).unwrap())
+        });
+    }
+    group.finish();
     let mut group = c.benchmark_group("predict_1x100");
     group.sample_size(10);
     group.throughput(Throughput::Elements(pairs.len() as u64));
-    for (name, dir) in models {
-        let model = CrossEncoder::from_dir(&dir, options.clone()).unwrap();
-        group.bench_function(name, |b| b.iter(|| model.predict(&pairs).unwrap()));
+    for (name, model) in &loaded {
+        group.bench_function(*name, |b| b.iter(|| model.predict(&pairs).unwrap()));
     }
     group.finish();
 }
 
-criterion_group!(benches, bench_predict);
+fn bench_tokenize(c: &mut Criterion) {
+    let (query, passages) = workload();
+    let pairs: Vec<(&str, &str)> = passages
+        .iter()
+        .map(|p| (query.as_str(), p.as_str()))
+        .collect();
+    let models = shared().join("models");
+    let mbert = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        models.join("bert-base-multilingual-uncased/vocab.txt"),
+        mbert.path().join("vocab.txt"),
+    )
+    .unwrap();
+    let tokenizers = [
+        ("modernbert-bpe", models.join("modernbert-tokenizer")),
+        ("minilm-tokenizer-json", models.join("all-MiniLM-L6-v2")),
+        ("mbert-vocab-txt", mbert.path().to_path_buf()),
+    ];
+    let mut group = c.benchmark_group("tokenize_1x100");
+    group.throughput(Throughput::Elements(pairs.len() as u64));
+    for (name, dir) in tokenizers {
+        let tok = PairTokenizer::from_dir(&dir)
+            .and_then(|t| t.with_truncation(512, Truncation::LongestFirst))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        group.bench_function(name, |b| b.iter(|| tok.encode_pairs(&pairs).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_tokenize, bench_predict);
 criterion_main!(benches);
