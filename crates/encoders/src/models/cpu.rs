@@ -10,7 +10,8 @@
 //!   it, and the activation runs in place.
 //! - [`attention`]: reads q, k and v straight out of the fused `[n, 3 * hidden]` projection,
 //!   applies RoPE when asked, and runs one task per (sequence, head, block of query rows):
-//!   scores, softmax and the value product stay in a per-thread scratch buffer. Sliding-window
+//!   scores, softmax and the value product stay in a per-thread scratch buffer (the softmax's
+//!   division is applied to the small output rows, not to the scores). Sliding-window
 //!   layers only compute the keys inside the window.
 //! - [`glu`]: ModernBERT's `act(input) * gate` in one pass.
 //!
@@ -274,6 +275,7 @@ struct Scratch {
     q: Vec<f32>,
     k: Vec<f32>,
     scores: Vec<f32>,
+    inv_sums: Vec<f32>,
 }
 
 /// Copy `rows` rows of one head (`[rows, d]`, source row stride `stride`) into `buf`,
@@ -363,8 +365,11 @@ unsafe fn attend_block(
         false,
         gemm::Parallelism::None,
     );
+    // Unnormalised softmax per row; the 1/sum scaling is applied to the [m, d] output rows
+    // instead of the [m, kl] probabilities.
+    scratch.inv_sums.clear();
     for (i, row) in scores.chunks_exact_mut(kl).enumerate() {
-        match half_window {
+        let sum = match half_window {
             Some(w) => {
                 // Keys of query q0 + i inside the window, relative to k0.
                 let qi = q0 + i;
@@ -372,17 +377,19 @@ unsafe fn attend_block(
                 let hi = (qi + w + 1).min(len) - k0;
                 row[..lo].fill(0.0);
                 row[hi..].fill(0.0);
-                softmax_in_place(&mut row[lo..hi]);
+                exp_shifted_sum(&mut row[lo..hi])
             }
-            None => softmax_in_place(row),
-        }
+            None => exp_shifted_sum(row),
+        };
+        scratch.inv_sums.push(1.0 / sum);
     }
     // out[m, d] = probs[m, kl] . v[kl, d]
+    let out_at = (start + q0) * hidden + h * d;
     gemm::gemm(
         m,
         d,
         kl,
-        dst.0.add((start + q0) * hidden + h * d),
+        dst.0.add(out_at),
         1,
         hidden as isize,
         false,
@@ -399,6 +406,10 @@ unsafe fn attend_block(
         false,
         gemm::Parallelism::None,
     );
+    for (i, &inv) in scratch.inv_sums.iter().enumerate() {
+        let row = std::slice::from_raw_parts_mut(dst.0.add(out_at + i * hidden), d);
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
 }
 
 /// Apply `act` element-wise.
@@ -428,29 +439,40 @@ fn activate_generic(xs: &mut [f32], act: Activation) {
     }
 }
 
-/// Softmax of one row, in place.
-pub(crate) fn softmax_in_place(row: &mut [f32]) {
+/// `row[i] = exp(row[i] - max(row))` in place; returns the sum (softmax without the final
+/// division, which the caller applies where it is cheaper).
+pub(crate) fn exp_shifted_sum(row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: as in `activate`.
-        return unsafe { softmax_avx2(row) };
+        return unsafe { exp_shifted_sum_avx2(row) };
     }
-    softmax_generic(row)
+    exp_shifted_sum_generic(row)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_generic(row)
+unsafe fn exp_shifted_sum_avx2(row: &mut [f32]) -> f32 {
+    exp_shifted_sum_generic(row)
 }
 
 #[inline(always)]
-fn softmax_generic(row: &mut [f32]) {
+fn exp_shifted_sum_generic(row: &mut [f32]) -> f32 {
     let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|x| *x = exp(*x - max));
-    let sum = lanes_reduce(row, 0.0, |a, b| a + b);
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|x| *x *= inv);
+    let mut acc = [0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            c[l] = exp(c[l] - max);
+            acc[l] += c[l];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    sum
 }
 
 /// Reduce with 8 independent lanes so the loop vectorises.
@@ -601,9 +623,10 @@ mod tests {
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
         let s: f64 = e.iter().sum();
-        softmax_in_place(&mut row);
+        let sum = exp_shifted_sum(&mut row);
+        assert!((sum as f64 - s).abs() < 1e-5 * s);
         for (y, e) in row.iter().zip(&e) {
-            assert!((*y as f64 - e / s).abs() < 1e-7);
+            assert!((*y as f64 / sum as f64 - e / s).abs() < 1e-7);
         }
     }
 
