@@ -448,6 +448,17 @@ pub(crate) fn argmax(row: &[f32]) -> usize {
 mod tests {
     use super::*;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn encoding(len: usize) -> EncodedPair {
         EncodedPair {
             ids: (0..len as u32).collect(),
@@ -471,14 +482,7 @@ mod tests {
         for window in [None, Some(2), Some(100)] {
             let a = attention_per_sequence(&q, &k, &v, &batch, window).unwrap();
             let b = attention_padded(&q, &k, &v, &batch, window).unwrap();
-            let diff = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_abs_diff(&a, &b);
             assert!(diff < 1e-5, "window {window:?}: {diff}");
         }
     }
@@ -533,14 +537,7 @@ mod tests {
                 });
                 let got =
                     cpu::attention(&qkv, &batch.cu_seqlens, heads, d, window, tables).unwrap();
-                let diff = (got - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = max_abs_diff(&got, &want);
                 assert!(diff < 1e-5, "window {window:?}, rope {rope}: {diff}");
             }
         }
