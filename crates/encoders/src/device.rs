@@ -48,7 +48,13 @@ impl DeviceSpec {
             DeviceSpec::Auto => match open_cuda(0) {
                 Ok(d) => Ok(d),
                 Err(e) => {
-                    tracing::info!("device auto: using the CPU ({e})");
+                    // A CUDA build without a usable GPU deserves a visible line; a CPU-only
+                    // build runs on the CPU by design.
+                    if cfg!(feature = "cuda") {
+                        tracing::warn!("device auto: using the CPU ({e})");
+                    } else {
+                        tracing::info!("device auto: using the CPU ({e})");
+                    }
                     Ok(Device::Cpu)
                 }
             },
@@ -60,7 +66,8 @@ impl DeviceSpec {
 fn open_cuda(n: usize) -> Result<Device> {
     Device::new_cuda(n).map_err(|e| EncoderError::Device {
         requested: format!("cuda:{n}"),
-        reason: e.to_string(),
+        // candle appends a backtrace to driver errors; the first line says what failed.
+        reason: e.to_string().lines().next().unwrap_or_default().to_string(),
     })
 }
 
