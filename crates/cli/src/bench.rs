@@ -95,7 +95,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             None,
         )?);
     }
-    let mut options = args.model.options()?;
+    let mut options = args.model.opts.options()?;
     if let Some(t) = args.max_batch_tokens {
         options = options.max_batch_tokens(t);
     }

@@ -9,7 +9,7 @@ use tantivy_rerank_eval::{
     NanoBeirSource, PassageOptions, PipelineOptions, RerankEvalOptions, DEFAULT_DATASET_ID,
 };
 
-use crate::score::ModelArgs;
+use crate::score::ModelOptions;
 use crate::search::load_reranker;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,9 +38,6 @@ pub struct EvalArgs {
     /// Reranker: cross-encoder or embedding-model directory, or Hub id (pipeline: optional).
     #[arg(long)]
     pub model: Option<String>,
-    /// Hub revision of the model.
-    #[arg(long)]
-    pub revision: Option<String>,
     /// Qrels split of a BEIR directory.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -74,21 +71,8 @@ pub struct EvalArgs {
     /// Evaluate only the first N queries of each dataset.
     #[arg(long)]
     pub max_queries: Option<usize>,
-    /// Maximum tokens per pair.
-    #[arg(long)]
-    pub max_length: Option<usize>,
-    /// Pairs per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Truncation strategy: longest_first or only_second.
-    #[arg(long, default_value = "longest_first")]
-    pub truncation: String,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// f32, f16 or bf16.
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub model_opts: ModelOptions,
     /// Write report.json and TREC run files here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -115,15 +99,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     let reranker = match &args.model {
-        Some(model) => Some(load_reranker(&ModelArgs {
-            model: model.clone(),
-            revision: args.revision.clone(),
-            max_length: args.max_length,
-            batch_size: args.batch_size,
-            truncation: args.truncation.clone(),
-            device: args.device.clone(),
-            dtype: args.dtype.clone(),
-        })?),
+        Some(model) => Some(load_reranker(model, &args.model_opts)?),
         None => None,
     };
     let progress = !args.json || std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -10,12 +10,20 @@ use tantivy_rerank_encoders::{
     CrossEncoder, CrossEncoderOptions, DeviceSpec, Precision, Truncation,
 };
 
-/// Model options shared by every command that loads a reranker.
+/// A required `--model` plus the loading options.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model directory or Hugging Face Hub id.
     #[arg(long)]
     pub model: String,
+    #[command(flatten)]
+    pub opts: ModelOptions,
+}
+
+/// Loading options shared by every command that loads a reranker (`--model` itself is
+/// required in some commands and optional in others).
+#[derive(Args, Debug, Clone)]
+pub struct ModelOptions {
     /// Hub revision (branch, tag or commit).
     #[arg(long)]
     pub revision: Option<String>,
@@ -36,7 +44,7 @@ pub struct ModelArgs {
     pub dtype: Option<String>,
 }
 
-impl ModelArgs {
+impl ModelOptions {
     /// Build loader options from the flags.
     pub fn options(&self) -> anyhow::Result<CrossEncoderOptions> {
         let mut o = CrossEncoderOptions::default()
@@ -54,10 +62,12 @@ impl ModelArgs {
         }
         Ok(o)
     }
+}
 
+impl ModelArgs {
     /// Load the cross-encoder.
     pub fn load(&self) -> anyhow::Result<CrossEncoder> {
-        CrossEncoder::load(&self.model, self.options()?)
+        CrossEncoder::load(&self.model, self.opts.options()?)
             .with_context(|| format!("loading model {}", self.model))
     }
 }

@@ -8,7 +8,7 @@ use tantivy_rerank_search::{
     load_model_reranker, ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker,
 };
 
-use crate::score::ModelArgs;
+use crate::score::ModelOptions;
 
 #[derive(Args, Debug)]
 pub struct IndexArgs {
@@ -90,30 +90,12 @@ pub struct SearchArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub model_opts: SearchModelArgs,
-}
-
-/// Model options for `search` (the `--model` flag itself is optional there).
-#[derive(Args, Debug)]
-pub struct SearchModelArgs {
-    /// Maximum tokens per (query, passage) pair.
-    #[arg(long)]
-    pub max_length: Option<usize>,
-    /// Pairs per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// f32, f16 or bf16.
-    #[arg(long)]
-    pub dtype: Option<String>,
+    pub model_opts: ModelOptions,
 }
 
 /// Load a cross-encoder, or an embedding model when the checkpoint is not a classifier.
-pub fn load_reranker(model: &ModelArgs) -> anyhow::Result<Box<dyn Reranker>> {
-    load_model_reranker(&model.model, model.options()?)
-        .with_context(|| format!("loading {}", model.model))
+pub fn load_reranker(model: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn Reranker>> {
+    load_model_reranker(model, opts.options()?).with_context(|| format!("loading {model}"))
 }
 
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
@@ -130,16 +112,7 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let model_args = ModelArgs {
-        model: model.clone(),
-        revision: None,
-        max_length: args.model_opts.max_length,
-        batch_size: args.model_opts.batch_size,
-        truncation: "longest_first".into(),
-        device: args.model_opts.device.clone(),
-        dtype: args.model_opts.dtype.clone(),
-    };
-    let reranker = load_reranker(&model_args)?;
+    let reranker = load_reranker(model, &args.model_opts)?;
     let options = RerankOptions {
         window: args.window,
         top_n: args.top,
