@@ -10,6 +10,7 @@ pub(crate) mod cpu;
 pub mod modernbert;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 
@@ -165,6 +166,14 @@ pub struct PackedBatch {
     first_token_index: Tensor,
     device: Device,
     dtype: DType,
+    /// Key mask plus sliding window of the local layers, `[batch, 1, max_len, max_len]`, built
+    /// on first use and shared by every local layer of the forward pass (a model's local
+    /// layers share one window; another window is built uncached).
+    windowed_mask: OnceLock<(usize, Tensor)>,
+    /// `cu_seqlens` as a device tensor for the varlen kernels, copied once per batch instead
+    /// of once per layer.
+    #[cfg(feature = "flash-attn")]
+    cu_seqlens_tensor: OnceLock<Tensor>,
 }
 
 impl PackedBatch {
@@ -213,6 +222,9 @@ impl PackedBatch {
             first_token_index: Tensor::from_vec(first, b, device)?,
             device: device.clone(),
             dtype,
+            windowed_mask: OnceLock::new(),
+            #[cfg(feature = "flash-attn")]
+            cu_seqlens_tensor: OnceLock::new(),
         })
     }
 
@@ -250,10 +262,18 @@ impl PackedBatch {
     pub(crate) fn attention_mask(&self, half_window: Option<usize>) -> candle_core::Result<Tensor> {
         match half_window {
             Some(w) if w + 1 < self.max_len => {
-                window_mask(self.max_len, w, self.dtype, &self.device)?
+                if let Some((cached, mask)) = self.windowed_mask.get() {
+                    if *cached == w {
+                        return Ok(mask.clone());
+                    }
+                }
+                let mask = window_mask(self.max_len, w, self.dtype, &self.device)?
                     .unsqueeze(0)?
                     .unsqueeze(0)?
-                    .broadcast_add(&self.key_mask)
+                    .broadcast_add(&self.key_mask)?;
+                // The first window asked for is kept (`set` fails harmlessly afterwards).
+                let _ = self.windowed_mask.set((w, mask.clone()));
+                Ok(mask)
             }
             _ => Ok(self.key_mask.clone()),
         }
@@ -373,7 +393,14 @@ mod flash {
         scale: f32,
     ) -> candle_core::Result<Tensor> {
         let (n, heads, head_dim) = q.dims3()?;
-        let cu = Tensor::new(batch.cu_seqlens.as_slice(), q.device())?;
+        let cu = match batch.cu_seqlens_tensor.get() {
+            Some(cu) => cu.clone(),
+            None => {
+                let cu = Tensor::new(batch.cu_seqlens.as_slice(), q.device())?;
+                let _ = batch.cu_seqlens_tensor.set(cu.clone());
+                cu
+            }
+        };
         let max = batch.max_len;
         let out = match half_window {
             None => {
@@ -479,7 +506,8 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (n, heads, d), &dev).unwrap();
-        for window in [None, Some(2), Some(100)] {
+        // Some(2) again after Some(4): the cached window mask must not leak into another window.
+        for window in [None, Some(2), Some(4), Some(2), Some(100)] {
             let a = attention_per_sequence(&q, &k, &v, &batch, window).unwrap();
             let b = attention_padded(&q, &k, &v, &batch, window).unwrap();
             let diff = max_abs_diff(&a, &b);
