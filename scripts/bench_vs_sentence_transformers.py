@@ -12,6 +12,17 @@ query; warm-up runs are excluded and the median run is reported, exactly as our 
 
 Versions are pinned in ``scripts/requirements-bench.txt``. Unless ``--python`` is given, the
 script creates ``.venv-bench`` from that file on first use and re-runs itself inside it.
+``--unpinned`` instead runs with the current interpreter's packages as they are (the GPU
+machine has its own torch build and no network); the versions used are printed either way.
+
+``--bin`` may be repeated as ``LABEL=PATH`` (e.g. ``cuda=...`` and ``flash-attn=...``):
+sentence-transformers runs once and every binary is compared with it.
+
+FLOP floor: the worker counts the forward FLOPs of every pair from the model's config and
+the tokenized lengths (linear layers 2*tokens*in*out, attention 4*len*keys*hidden with keys
+limited to the window on ModernBERT's local layers; no padding) and divides by
+``--peak-tflops`` (default 800 on CUDA: H100 dense bf16; none on the CPU). The table shows
+the time of one run of the workload at that rate and ours / floor.
 
 Usage (from the project root, release binary built with ``cargo build --release``)::
 
@@ -20,7 +31,8 @@ Usage (from the project root, release binary built with ``cargo build --release`
         --workload ../shared/bench/workload_scifact_1x100.json \\
         [--make-model minilm-l6|modernbert-base|modernbert-large|mbert-2label] \\
         [--batch-size 32] [--max-length 512] [--threads 2] [--device cpu] [--dtype f32] \\
-        [--warmup 1] [--runs 3] [--bin target/release/tantivy-rerank] [--json OUT]
+        [--warmup 1] [--runs 3] [--bin [LABEL=]target/release/tantivy-rerank ...] [--json OUT]
+        [--unpinned] [--peak-tflops 800]
 
 ``--make-model KIND`` first writes a full-size random model of that architecture into
 ``--model`` with ``scripts/make_fixtures.py --full-size`` if the directory does not exist.
@@ -68,6 +80,8 @@ def version_mismatches() -> list[str]:
 
 def ensure_environment(args: argparse.Namespace) -> None:
     """Re-run inside .venv-bench (created on first use) unless the pins are already met."""
+    if args.unpinned:
+        return
     if args.python:
         if Path(sys.executable).resolve() != Path(args.python).resolve():
             os.execv(args.python, [args.python, __file__, *sys.argv[1:]])
@@ -105,22 +119,50 @@ def load_workload(path: str) -> list[tuple[str, list[str]]]:
     return [(q["query"], q["passages"]) for q in queries]
 
 
+def forward_flops(config: dict, length: int) -> float:
+    """Forward FLOPs of one sequence of `length` tokens through the encoder (no padding)."""
+    h, layers = config["hidden_size"], config["num_hidden_layers"]
+    inter = config["intermediate_size"]
+    if config.get("model_type") == "modernbert":
+        # Wqkv, Wo, Wi (input and gate), mlp Wo.
+        linear = 2 * length * (h * 3 * h + h * h + h * 2 * inter + inter * h)
+        every = config.get("global_attn_every_n_layers", 3)
+        window = config.get("local_attention", 128)
+        flops = 0.0
+        for layer in range(layers):
+            keys = length if layer % every == 0 else min(length, window + 1)
+            flops += linear + 4 * length * keys * h
+        return flops
+    linear = 2 * length * (h * 3 * h + h * h + 2 * h * inter)
+    return layers * (linear + 4 * length * length * h)
+
+
 def st_worker(args: argparse.Namespace) -> None:
     """Runs in its own process: benchmark CrossEncoder.predict, print one JSON line."""
     import torch
     from sentence_transformers import CrossEncoder
 
     torch.set_num_threads(args.threads)
+    import transformers
+
     dtypes = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-    model_kwargs = {} if args.dtype == "f32" else {"torch_dtype": dtypes[args.dtype]}
+    # transformers 5 renamed from_pretrained's `torch_dtype` to `dtype`.
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model_kwargs = {} if args.dtype == "f32" else {key: dtypes[args.dtype]}
     model = CrossEncoder(args.model, device=args.device, max_length=args.max_length,
                          model_kwargs=model_kwargs)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    config = json.loads((Path(args.model) / "config.json").read_text())
     out = {"workloads": [], "torch_threads": torch.get_num_threads(),
            "attn_implementation": getattr(model.model.config, "_attn_implementation", None),
+           "param_dtype": str(next(model.model.parameters()).dtype).replace("torch.", ""),
            "max_length": model.max_length}
     for path in args.workload:
         queries = load_workload(path)
+        flops = 0.0
+        for q, passages in queries:
+            enc = model.tokenizer([q] * len(passages), passages, truncation=True, max_length=model.max_length)
+            flops += sum(forward_flops(config, len(ids)) for ids in enc["input_ids"])
         runs = []
         for r in range(args.warmup + args.runs):
             latencies = []
@@ -142,6 +184,7 @@ def st_worker(args: argparse.Namespace) -> None:
             "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
             "latency_p50_ms": percentile(lat, 50),
             "latency_p95_ms": percentile(lat, 95),
+            "forward_tflop_per_run": flops / 1e12,
             "runs": runs,
         })
     if args.device.startswith("cuda"):
@@ -163,8 +206,13 @@ def main() -> None:
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "tantivy-rerank"),
-                    help="our binary (cargo build --release; add --features cuda for GPUs)")
+    ap.add_argument("--bin", action="append",
+                    help="[LABEL=]PATH of our binary, repeatable (default target/release/tantivy-rerank; "
+                         "cargo build --release, or scripts/build-cuda.sh for GPUs)")
+    ap.add_argument("--peak-tflops", type=float,
+                    help="peak rate for the FLOP floor (default 800 on CUDA, H100 dense bf16)")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="use this interpreter's packages as installed instead of the pinned .venv-bench")
     ap.add_argument("--bench-args", default="", help="extra arguments for our bench (e.g. --max-batch-tokens 8192)")
     ap.add_argument("--python", help="use this interpreter (must have the pinned versions) instead of .venv-bench")
     ap.add_argument("--json", type=Path, help="also write both reports to this file")
@@ -176,15 +224,19 @@ def main() -> None:
         return
     ensure_environment(args)
     bad = version_mismatches()
-    if bad:
+    if bad and not args.unpinned:
         raise SystemExit("version mismatch with scripts/requirements-bench.txt: " + ", ".join(bad))
+    bins = [b.split("=", 1) if "=" in b else [Path(b).name, b]
+            for b in (args.bin or [str(ROOT / "target" / "release" / "tantivy-rerank")])]
+    peak = args.peak_tflops or (800.0 if args.device.startswith("cuda") else None)
 
     model = Path(args.model)
     if args.make_model and not (model / "config.json").exists():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "make_fixtures.py"), "--full-size",
                         args.make_model, "--out", str(model)], check=True)
-    if not Path(args.bin).exists():
-        raise SystemExit(f"{args.bin} not found: run `cargo build --release` first")
+    for _, path in bins:
+        if not Path(path).exists():
+            raise SystemExit(f"{path} not found: run `cargo build --release` (or scripts/build-cuda.sh) first")
 
     common = ["--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
               "--warmup", str(args.warmup), "--runs", str(args.runs)]
@@ -195,46 +247,75 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     print(f"sentence-transformers: {' '.join(worker[2:])}", file=sys.stderr)
-    st = json.loads(subprocess.run(worker, check=True, capture_output=True, text=True, env=env).stdout.splitlines()[-1])
+    proc = subprocess.run(worker, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"sentence-transformers worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    st = json.loads(proc.stdout.splitlines()[-1])
 
-    ours_cmd = [args.bin, "bench", "--model", str(model), "--threads", str(args.threads),
-                "--device", args.device, "--dtype", args.dtype, "--json", *common, *args.bench_args.split()]
-    for w in args.workload:
-        ours_cmd += ["--workload", w]
-    print(f"tantivy-rerank: {' '.join(ours_cmd)}", file=sys.stderr)
-    ours = json.loads(subprocess.run(ours_cmd, check=True, capture_output=True, text=True,
-                                     env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads))).stdout)
+    ours_all = []
+    for label, path in bins:
+        ours_cmd = [path, "bench", "--model", str(model), "--threads", str(args.threads),
+                    "--device", args.device, "--dtype", args.dtype, "--json", *common, *args.bench_args.split()]
+        for w in args.workload:
+            ours_cmd += ["--workload", w]
+        print(f"tantivy-rerank ({label}): {' '.join(ours_cmd)}", file=sys.stderr)
+        proc = subprocess.run(ours_cmd, capture_output=True, text=True,
+                              env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads)))
+        if proc.returncode != 0:
+            raise SystemExit(f"tantivy-rerank ({label}) failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        ours_all.append((label, json.loads(proc.stdout)))
 
     import sentence_transformers
     import torch
     import transformers
 
     print(f"\nmodel {model} | device {args.device} {args.dtype} | threads {args.threads} | "
-          f"batch {args.batch_size} | max_length {args.max_length} (ST resolved {st['max_length']}, "
-          f"ours {ours['max_length']}) | {args.warmup} warm-up + {args.runs} measured runs, median")
+          f"batch {args.batch_size} | max_length {args.max_length} (ST resolved {st['max_length']}) | "
+          f"{args.warmup} warm-up + {args.runs} measured runs, median")
     print(f"sentence-transformers {sentence_transformers.__version__}, transformers {transformers.__version__}, "
-          f"torch {torch.__version__} (attention: {st['attn_implementation']}, {st['torch_threads']} threads); "
-          f"ours: {ours['family']} {ours['dtype']}, {ours['threads']} threads, max_batch_tokens {ours['max_batch_tokens']}")
-    header = (f"{'workload':26} {'ST pairs/s':>10} {'ours pairs/s':>12} {'ratio':>6} "
-              f"{'ST p50 ms':>10} {'ours p50 ms':>11} {'ST p95 ms':>10} {'ours p95 ms':>11}")
-    print(header)
+          f"torch {torch.__version__} (attention: {st['attn_implementation']}, parameters {st['param_dtype']}, "
+          f"{st['torch_threads']} threads)" + ("" if not bad else f"; unpinned: {', '.join(bad)}"))
+    for label, ours in ours_all:
+        print(f"ours ({label}): {ours['family']} {ours['device']} {ours['dtype']}, {ours['threads']} threads, "
+              f"max_length {ours['max_length']}, max_batch_tokens {ours['max_batch_tokens']}")
+    floor_note = f", floor at {peak:g} TFLOP/s" if peak else ""
+    print(f"{'workload':28} {'side':16} {'pairs/s':>9} {'ratio':>6} {'p50 ms':>9} {'p95 ms':>9} "
+          f"{'run ms':>9} {'floor ms':>9} {'/floor':>7}   (ratio = pairs/s over ST's{floor_note})")
     rows = []
-    for s, o in zip(st["workloads"], ours["workloads"]):
-        ratio = o["median_pairs_per_s"] / s["median_pairs_per_s"]
-        rows.append({"workload": s["name"], "st_pairs_per_s": s["median_pairs_per_s"],
-                     "ours_pairs_per_s": o["median_pairs_per_s"], "ratio": ratio})
-        print(f"{s['name']:26} {s['median_pairs_per_s']:10.2f} {o['median_pairs_per_s']:12.2f} {ratio:5.2f}x "
-              f"{s['latency_p50_ms']:10.1f} {o['latency_p50_ms']:11.1f} {s['latency_p95_ms']:10.1f} "
-              f"{o['latency_p95_ms']:11.1f}")
-        split = o["split"]
-        print(f"{'':26} ours split: tokenize {split['tokenize_ms']:.1f} ms, sort {split['sort_ms']:.2f} ms, "
-              f"forward {split['forward_ms']:.1f} ms, other {split['other_ms']:.1f} ms")
-    mem = f"peak RSS: sentence-transformers {st['peak_rss_mib']:.0f} MiB, ours {ours['peak_rss_mib']:.0f} MiB"
+    for k, s_w in enumerate(st["workloads"]):
+        pairs = sum(len(p) for _, p in load_workload(args.workload[k]))
+        floor_ms = s_w["forward_tflop_per_run"] / peak * 1e3 if peak else None
+
+        def line(side: str, w: dict, ratio: float | None) -> None:
+            run_ms = pairs / w["median_pairs_per_s"] * 1e3
+            fl = f"{floor_ms:9.2f} {run_ms / floor_ms:6.1f}x" if floor_ms else f"{'-':>9} {'-':>7}"
+            rt = f"{ratio:5.2f}x" if ratio is not None else f"{'-':>6}"
+            print(f"{s_w['name']:28} {side:16} {w['median_pairs_per_s']:9.2f} {rt} {w['latency_p50_ms']:9.2f} "
+                  f"{w['latency_p95_ms']:9.2f} {run_ms:9.2f} {fl}")
+
+        line("ST", s_w, None)
+        for label, ours in ours_all:
+            o = ours["workloads"][k]
+            ratio = o["median_pairs_per_s"] / s_w["median_pairs_per_s"]
+            line(f"ours {label}", o, ratio)
+            split = o["split"]
+            print(f"{'':28} {'':16} split: tokenize {split['tokenize_ms']:.1f} ms, sort {split['sort_ms']:.2f} ms, "
+                  f"forward {split['forward_ms']:.1f} ms, other {split['other_ms']:.1f} ms")
+            rows.append({"workload": s_w["name"], "bin": label, "st_pairs_per_s": s_w["median_pairs_per_s"],
+                         "ours_pairs_per_s": o["median_pairs_per_s"], "ratio": ratio,
+                         "st_p50_ms": s_w["latency_p50_ms"], "ours_p50_ms": o["latency_p50_ms"],
+                         "forward_tflop_per_run": s_w["forward_tflop_per_run"], "floor_ms": floor_ms})
+        print(f"{'':28} {'':16} forward work {s_w['forward_tflop_per_run'] * 1e3:.1f} GFLOP per run ({pairs} pairs)")
+    mem = f"peak RSS: sentence-transformers {st['peak_rss_mib']:.0f} MiB" + "".join(
+        f", ours ({label}) {ours['peak_rss_mib']:.0f} MiB" for label, ours in ours_all)
     if st.get("peak_device_mib") is not None:
-        mem += f"; peak device memory: ST {st['peak_device_mib']:.0f} MiB (torch allocated), ours {ours.get('peak_device_mib') or float('nan'):.0f} MiB (in use)"
+        mem += f"; peak device memory: ST {st['peak_device_mib']:.0f} MiB (torch allocated)" + "".join(
+            f", ours ({label}) {ours.get('peak_device_mib') or float('nan'):.0f} MiB (in use, context included)"
+            for label, ours in ours_all)
     print(mem)
     if args.json:
-        args.json.write_text(json.dumps({"sentence_transformers": st, "ours": ours, "ratios": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"sentence_transformers": st, "ours": dict(ours_all), "rows": rows,
+                                         "peak_tflops": peak}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
