@@ -48,12 +48,19 @@ impl Rope {
         })
     }
 
-    /// Rotate packed `[n, heads, head_dim]` by each token's position.
-    fn apply(&self, xs: &Tensor, positions: &Tensor) -> candle_core::Result<Tensor> {
-        let cos = self.cos.index_select(positions, 0)?;
-        let sin = self.sin.index_select(positions, 0)?;
+    /// The `(cos, sin)` rows of each token's position, `[n, head_dim / 2]` each: gathered once
+    /// per forward pass and shared by every layer that uses this table.
+    fn select(&self, positions: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.index_select(positions, 0)?,
+            self.sin.index_select(positions, 0)?,
+        ))
+    }
+
+    /// Rotate packed `[n, heads, head_dim]` by the rows from [`Rope::select`].
+    fn apply(xs: &Tensor, (cos, sin): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
         let (n, h, d) = xs.dims3()?;
-        candle_nn::rotary_emb::rope_thd(&xs.reshape((1, n, h, d))?, &cos, &sin)?.reshape((n, h, d))
+        candle_nn::rotary_emb::rope_thd(&xs.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d))
     }
 }
 
@@ -246,6 +253,15 @@ impl ModernBert {
             .emb_norm
             .forward(&self.tok_embeddings.forward(&batch.input_ids)?)?;
         let fast = self.cpu_kernels;
+        // The fused CPU kernel reads the tables itself; candle's path gathers them once here.
+        let rows = if fast {
+            Vec::new()
+        } else {
+            self.ropes
+                .iter()
+                .map(|r| r.select(&batch.position_ids))
+                .collect::<candle_core::Result<Vec<_>>>()?
+        };
         for layer in &self.layers {
             let normed = match &layer.attn_norm {
                 Some(n) => n.forward(&xs)?,
@@ -273,8 +289,8 @@ impl ModernBert {
                 )?
             } else {
                 let (q, k, v) = split_qkv(&qkv, self.heads, self.head_dim)?;
-                let q = rope.apply(&q, &batch.position_ids)?;
-                let k = rope.apply(&k, &batch.position_ids)?;
+                let q = Rope::apply(&q, &rows[layer.rope])?;
+                let k = Rope::apply(&k, &rows[layer.rope])?;
                 attention(&q, &k, &v, batch, window)?
             };
             xs = layer.wo.apply(&ctx, Some(&xs), None, fast)?;
