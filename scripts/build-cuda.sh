@@ -3,7 +3,8 @@
 # from PyPI's CUDA 13.0 wheels (the H100 machines run driver R580 = CUDA 13.0).
 #
 #   scripts/build-cuda.sh            # cargo build --release --features cuda  -> .cuda-bin/tantivy-rerank
-#   scripts/build-cuda.sh --flash-attn   # adds candle-flash-attn: ~2 h of nvcc on 2 cores, cached
+#   scripts/build-cuda.sh --flash-attn   # adds candle-flash-attn: 2-4 h of nvcc on 2 cores, cached
+#                                        # per kernel, so an interrupted build resumes
 #   scripts/build-cuda.sh --check    # cargo check --features cuda (what CI runs: proves it compiles)
 #
 # Environment: CUDA_WHEELS (default ~/.cache/cuda-wheels) holds the toolchain between builds;
@@ -71,6 +72,11 @@ if [ "$FEATURES" = flash-attn ]; then
   export CUDAFORGE_HOME=$DIR/cudaforge-home
   export CANDLE_FLASH_ATTN_BUILD_DIR=${CANDLE_FLASH_ATTN_BUILD_DIR:-$DIR/flash-attn-build}
   mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR"
+  # Resumable: each finished kernel object is kept and reused by the next run (see the wrapper).
+  install -m 755 "$ROOT/scripts/nvcc-resumable" "$CU/bin/nvcc-resumable"
+  export NVCC=$CU/bin/nvcc-resumable
+  NVCC_RESUMABLE_DIR=$(realpath "$CANDLE_FLASH_ATTN_BUILD_DIR")
+  export NVCC_RESUMABLE_DIR
   D=$CUDAFORGE_HOME/git/checkouts/cutlass-7d49e6c7e2f8896c
   if [ ! -d "$D/include" ]; then
     tmp=$(mktemp -d)
