@@ -14,7 +14,10 @@
 # size of what travels: one device call carries at most 64 MiB.
 #
 # run (on the GPU machine: torch, transformers and sentence-transformers installed, no Rust,
-# no network). Every phase writes its log and JSON under $OUT (default ./gpu-proof-out):
+# no network). Every phase writes its log and JSON under $GPU_PROOF_RESULTS (default
+# ./gpu-proof-out, kept between calls while the machine stays warm); when $OUT is set (the
+# device tool's folder, which returns at most 8 files) the whole folder is also packed into
+# $OUT/gpu-proof-results.tar.gz and all logs into $OUT/gpu-proof.log at the end of every run:
 #   models   full-size random models made there by scripts/make_fixtures.py --full-size:
 #            modernbert-base (1 label), modernbert-large (3 labels), mbert-2label (vocab.txt only).
 #            Skipped for a model that already exists, so later phases can run in later calls.
@@ -60,7 +63,7 @@ prepare() {
   echo "carry .gpu-proof: $(du -sb "$CARRY" | cut -f1) bytes + working tree $tree bytes (limit 67108864)"
 }
 
-OUT=${OUT:-$ROOT/gpu-proof-out}
+RESULTS=${GPU_PROOF_RESULTS:-$ROOT/gpu-proof-out}
 WORK=${GPU_PROOF_WORK:-/tmp/gpu-proof}
 DEVICE=${GPU_PROOF_DEVICE:-cuda}
 THREADS=${GPU_PROOF_THREADS:-$(nproc)}
@@ -68,15 +71,15 @@ MODELS=$WORK/models
 BENCH=$CARRY/shared/bench
 FAILED=0
 
-phase() { # phase NAME CMD...: run, log to $OUT/NAME.log, keep going on failure
+phase() { # phase NAME CMD...: run, log to $RESULTS/NAME.log, keep going on failure
   local name=$1
   shift
-  echo "=== $name: $*" | tee -a "$OUT/$name.log"
+  echo "=== $name: $*" | tee -a "$RESULTS/$name.log"
   local start=$SECONDS
-  if "$@" 2>&1 | tee -a "$OUT/$name.log"; then
-    echo "=== $name: ok in $((SECONDS - start)) s" | tee -a "$OUT/$name.log"
+  if "$@" 2>&1 | tee -a "$RESULTS/$name.log"; then
+    echo "=== $name: ok in $((SECONDS - start)) s" | tee -a "$RESULTS/$name.log"
   else
-    echo "=== $name: FAILED in $((SECONDS - start)) s" | tee -a "$OUT/$name.log"
+    echo "=== $name: FAILED in $((SECONDS - start)) s" | tee -a "$RESULTS/$name.log"
     FAILED=$((FAILED + 1))
   fi
 }
@@ -89,7 +92,7 @@ bin_args() { # --bin LABEL=PATH for every unpacked binary
 
 run() {
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TANTIVY_RERANK_SHARED=$CARRY/shared
-  mkdir -p "$OUT" "$WORK/bin" "$MODELS"
+  mkdir -p "$RESULTS" "$WORK/bin" "$MODELS"
   local cu
   cu=$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null) &&
     export LD_LIBRARY_PATH=$cu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -106,7 +109,7 @@ run() {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
     python3 -c 'import torch, transformers, sentence_transformers as st; print("torch", torch.__version__, "transformers", transformers.__version__, "sentence-transformers", st.__version__)'
     nproc
-  } | tee "$OUT/machine.txt"
+  } | tee "$RESULTS/machine.txt"
   local phases=("$@")
   [ ${#phases[@]} -gt 0 ] || phases=(models parity speed sweep articles)
   local kind
@@ -123,7 +126,7 @@ run() {
         for kind in modernbert-base modernbert-large mbert-2label; do
           # shellcheck disable=SC2046
           phase parity python3 scripts/gpu_parity.py --model "$MODELS/$kind" --workload "$BENCH/workload_1x100.json" \
-            $(bin_args) --device "$DEVICE" --dtypes f32,bf16 --torch --json "$OUT/parity-$kind.json"
+            $(bin_args) --device "$DEVICE" --dtypes f32,bf16 --torch --json "$RESULTS/parity-$kind.json"
         done
         ;;
       speed)
@@ -133,7 +136,7 @@ run() {
             phase speed python3 scripts/bench_vs_sentence_transformers.py --unpinned --model "$MODELS/$kind" \
               --workload "$BENCH/workload_1x100.json" --workload "$BENCH/workload_scifact_1x100.json" \
               $(bin_args) --device "$DEVICE" --dtype bf16 --threads "$THREADS" --batch-size "$bs" \
-              --warmup 2 --runs 5 --json "$OUT/speed-$kind-b$bs.json"
+              --warmup 2 --runs 5 --json "$RESULTS/speed-$kind-b$bs.json"
           done
         done
         ;;
@@ -152,17 +155,22 @@ run() {
         phase articles python3 scripts/bench_vs_sentence_transformers.py --unpinned \
           --model "$MODELS/modernbert-large" --workload "$BENCH/workload_articles_1x16x8192.json" \
           $(bin_args) --device "$DEVICE" --dtype bf16 --threads "$THREADS" --batch-size 16 --max-length 8192 \
-          --warmup 1 --runs 3 --json "$OUT/articles-large.json"
+          --warmup 1 --runs 3 --json "$RESULTS/articles-large.json"
         ;;
       *) echo "unknown phase $p" >&2; exit 2 ;;
     esac
   done
-  echo "gpu-proof: ${#phases[@]} phase(s) done, $FAILED failure(s); logs in $OUT"
+  echo "gpu-proof: ${#phases[@]} phase(s) done, $FAILED failure(s); logs in $RESULTS"
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    tar -czf "$OUT/gpu-proof-results.tar.gz" -C "$RESULTS" .
+    (cd "$RESULTS" && for f in machine.txt *.log; do [ -f "$f" ] && { echo "##### $f"; cat "$f"; }; done) \
+      >"$OUT/gpu-proof.log"
+  fi
   [ "$FAILED" = 0 ]
 }
 
 case "$MODE" in
   prepare) prepare ;;
   run) run "$@" ;;
-  *) sed -n '2,28p' "$0"; exit 2 ;;
+  *) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2 ;;
 esac
