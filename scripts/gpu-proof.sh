@@ -17,7 +17,7 @@
 # no network). Every phase writes its log and JSON under $GPU_PROOF_RESULTS (default
 # ./gpu-proof-out, kept between calls while the machine stays warm); when $OUT is set (the
 # device tool's folder, which returns at most 8 files) the whole folder is also packed into
-# $OUT/gpu-proof-results.tar.gz and all logs into $OUT/gpu-proof.log at the end of every run:
+# $OUT/gpu-proof-results.tar.gz and all logs into $OUT/gpu-proof.log after every phase:
 #   models   full-size random models made there by scripts/make_fixtures.py --full-size:
 #            modernbert-base (1 label), modernbert-large (3 labels), mbert-2label (vocab.txt only).
 #            Skipped for a model that already exists, so later phases can run in later calls.
@@ -71,6 +71,14 @@ MODELS=$WORK/models
 BENCH=$CARRY/shared/bench
 FAILED=0
 
+pack() { # copy what exists so far into $OUT, so a call cut off at its time limit still returns it
+  if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    tar -czf "$OUT/gpu-proof-results.tar.gz" -C "$RESULTS" .
+    (cd "$RESULTS" && for f in machine.txt *.log; do [ -f "$f" ] && { echo "##### $f"; cat "$f"; }; done) \
+      >"$OUT/gpu-proof.log"
+  fi
+}
+
 phase() { # phase NAME CMD...: run, log to $RESULTS/NAME.log, keep going on failure
   local name=$1
   shift
@@ -82,6 +90,7 @@ phase() { # phase NAME CMD...: run, log to $RESULTS/NAME.log, keep going on fail
     echo "=== $name: FAILED in $((SECONDS - start)) s" | tee -a "$RESULTS/$name.log"
     FAILED=$((FAILED + 1))
   fi
+  pack
 }
 
 bin_args() { # --bin LABEL=PATH for every unpacked binary
@@ -161,11 +170,7 @@ run() {
     esac
   done
   echo "gpu-proof: ${#phases[@]} phase(s) done, $FAILED failure(s); logs in $RESULTS"
-  if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
-    tar -czf "$OUT/gpu-proof-results.tar.gz" -C "$RESULTS" .
-    (cd "$RESULTS" && for f in machine.txt *.log; do [ -f "$f" ] && { echo "##### $f"; cat "$f"; }; done) \
-      >"$OUT/gpu-proof.log"
-  fi
+  pack
   [ "$FAILED" = 0 ]
 }
 
