@@ -9,18 +9,13 @@
 //!
 //! Criterion then times one BM25 top-100 query and one full retrieve-then-rerank query.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tantivy_rerank::encoders::{BiEncoder, CrossEncoderOptions, DeviceSpec};
 use tantivy_rerank::search::{ArticleIndex, ImportOptions, RerankOptions};
-
-fn shared() -> PathBuf {
-    std::env::var("TANTIVY_RERANK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
+use tantivy_rerank_testdata::shared_dir as shared;
 
 fn quiet() -> ImportOptions {
     ImportOptions {

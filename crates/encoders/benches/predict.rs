@@ -20,12 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tantivy_rerank_encoders::{
     CrossEncoder, CrossEncoderOptions, DeviceSpec, PairTokenizer, Truncation,
 };
-
-fn shared() -> PathBuf {
-    std::env::var("TANTIVY_RERANK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-}
+use tantivy_rerank_testdata::shared_dir as shared;
 
 fn workload() -> (String, Vec<String>) {
     let path = shared().join("bench/workload_1x100.json");

@@ -312,7 +312,7 @@ mod tests {
     fn real_config_variants_resolve_activation() {
         // The four real configs of cross-encoder/ms-marco-MiniLM-L-6-v2 written by different
         // library versions all mean "Identity" except none, which means sigmoid.
-        let shared = crate::testutil::shared_dir();
+        let shared = tantivy_rerank_testdata::shared_dir();
         let variants = shared.join("models/ms-marco-MiniLM-L-6-v2-config/config-variants");
         let expect = [
             (

@@ -34,9 +34,6 @@ pub mod models;
 pub mod tokenizer;
 pub mod weights;
 
-#[cfg(test)]
-pub(crate) mod testutil;
-
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};

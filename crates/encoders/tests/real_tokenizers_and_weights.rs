@@ -9,18 +9,7 @@ use serde::Deserialize;
 use tantivy_rerank_encoders::{
     BiEncoder, CrossEncoderOptions, DeviceSpec, PairTokenizer, Truncation,
 };
-
-fn shared() -> PathBuf {
-    let dir = std::env::var("TANTIVY_RERANK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    assert!(
-        dir.is_dir(),
-        "shared data missing at {} (set TANTIVY_RERANK_SHARED)",
-        dir.display()
-    );
-    dir
-}
+use tantivy_rerank_testdata::shared_dir as shared;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,25 +1,13 @@
 //! `pipeline` mode and the BEIR reader: bad input, run files that re-score to the reported
 //! numbers, and BM25 on SciFact from the shared data folder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tantivy_rerank_eval::{
     evaluate_pipeline, load_beir, score_run, EvalError, EvalReport, PipelineOptions, Run,
 };
 use tantivy_rerank_search::FnReranker;
-
-/// The shared data folder (`TANTIVY_RERANK_SHARED`, default `../shared` beside the checkout).
-fn shared() -> PathBuf {
-    let dir = std::env::var_os("TANTIVY_RERANK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    assert!(
-        dir.is_dir(),
-        "shared data folder {} is missing: set TANTIVY_RERANK_SHARED to the folder holding data/ and models/",
-        dir.display()
-    );
-    dir
-}
+use tantivy_rerank_testdata::shared_dir as shared;
 
 fn write_beir(dir: &Path, corpus: &str, queries: &str, qrels: &str) {
     std::fs::create_dir_all(dir.join("qrels")).expect("mkdir");

@@ -5,19 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use tantivy_rerank_search::ArticleIndex;
-
-/// The shared data folder (`TANTIVY_RERANK_SHARED`, default `../shared` from the project root).
-pub fn shared() -> PathBuf {
-    let dir = std::env::var_os("TANTIVY_RERANK_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    assert!(
-        dir.is_dir(),
-        "shared data folder {} is missing: set TANTIVY_RERANK_SHARED to the folder holding data/ and models/",
-        dir.display()
-    );
-    dir
-}
+pub use tantivy_rerank_testdata::shared_dir as shared;
 
 pub fn dataset(name: &str) -> PathBuf {
     let dir = shared().join("data").join(name);
