@@ -128,7 +128,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let predictions = model.predict(&pairs)?;
     let multi_label = model.labels().len() > 1;
     let classes = if multi_label && model.labels().len() > 2 {
-        Some(model.classify(&pairs)?)
+        Some(
+            predictions
+                .iter()
+                .map(|p| model.classification(p))
+                .collect::<Vec<_>>(),
+        )
     } else {
         None
     };

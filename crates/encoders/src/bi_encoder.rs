@@ -35,12 +35,52 @@ struct SbertConfig {
     max_seq_length: Option<usize>,
 }
 
+/// sentence-transformers' `1_Pooling/config.json`.
 #[derive(Deserialize, Default)]
 struct PoolingConfig {
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
     pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+impl PoolingConfig {
+    /// The one pooling this crate implements, or an error naming the modes asked for
+    /// (sentence-transformers concatenates several enabled modes; none enabled means mean).
+    fn resolve(&self, path: &Path) -> Result<EmbeddingPooling> {
+        let modes = [
+            ("cls_token", self.pooling_mode_cls_token),
+            ("mean_tokens", self.pooling_mode_mean_tokens),
+            ("max_tokens", self.pooling_mode_max_tokens),
+            (
+                "mean_sqrt_len_tokens",
+                self.pooling_mode_mean_sqrt_len_tokens,
+            ),
+            ("weightedmean_tokens", self.pooling_mode_weightedmean_tokens),
+            ("lasttoken", self.pooling_mode_lasttoken),
+        ];
+        let on: Vec<&str> = modes.iter().filter(|m| m.1).map(|m| m.0).collect();
+        match on.as_slice() {
+            [] | ["mean_tokens"] => Ok(EmbeddingPooling::Mean),
+            ["cls_token"] => Ok(EmbeddingPooling::Cls),
+            _ => Err(EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                field: "pooling_mode_*".into(),
+                value: on.join(" + "),
+                reason:
+                    "supported: exactly one of pooling_mode_cls_token, pooling_mode_mean_tokens"
+                        .into(),
+            }),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,6 +163,7 @@ impl BiEncoder {
     /// `options.max_length` overrides `max_seq_length`.
     pub fn from_dir(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        options.validate()?;
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
         let family = config.common.family(&config_path)?;
@@ -135,13 +176,10 @@ impl BiEncoder {
         let model = Model::load(dir, &config, family, dtype, &device, None)?;
         let sbert: SbertConfig =
             read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
-        let pooling_cfg: Option<PoolingConfig> =
-            read_json_opt(&dir.join("1_Pooling").join("config.json"))?;
-        let pooling = match pooling_cfg {
-            Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => {
-                EmbeddingPooling::Cls
-            }
-            _ => EmbeddingPooling::Mean,
+        let pooling_path = dir.join("1_Pooling").join("config.json");
+        let pooling = match read_json_opt::<PoolingConfig>(&pooling_path)? {
+            Some(p) => p.resolve(&pooling_path)?,
+            None => EmbeddingPooling::Mean,
         };
         let modules: Option<Vec<ModuleEntry>> = read_json_opt(&dir.join("modules.json"))?;
         let normalize = modules
@@ -159,7 +197,7 @@ impl BiEncoder {
             pooling,
             normalize,
             max_length,
-            batch_size: options.batch_size.max(1),
+            batch_size: options.batch_size,
             max_batch_tokens: options
                 .max_batch_tokens
                 .or(Some(default_max_batch_tokens(&device))),
@@ -229,7 +267,12 @@ impl BiEncoder {
     }
 
     /// Embeddings of already encoded texts.
+    ///
+    /// An encoding the model cannot look up (no tokens, more tokens than
+    /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
+    /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
     pub fn embed_encodings(&self, encodings: &[EncodedPair]) -> Result<Vec<Vec<f32>>> {
+        self.model.check_encodings(encodings)?;
         let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
         let mut out = vec![Vec::new(); encodings.len()];
         for batch in plan_batches(&lengths, self.batch_size, self.max_batch_tokens) {

@@ -295,9 +295,30 @@ impl ModernBertConfig {
         let local_theta = theta_from_params("sliding_attention")
             .or(self.local_rope_theta)
             .unwrap_or_else(default_local_theta);
+        // Only plain RoPE is implemented; a scaled variant (linear, yarn, ...) would run
+        // silently with the wrong frequencies.
+        if let Some(params) = &self.rope_parameters {
+            let nested = ["full_attention", "sliding_attention"].map(|k| params.get(k));
+            for p in std::iter::once(Some(params)).chain(nested).flatten() {
+                if let Some(kind) = p.get("rope_type").and_then(serde_json::Value::as_str) {
+                    if kind != "default" {
+                        return Err(invalid(
+                            "rope_parameters.rope_type",
+                            kind.to_string(),
+                            "only default RoPE is supported",
+                        ));
+                    }
+                }
+            }
+        }
         // `sliding_window` (transformers 5) is the half window; `local_attention` the whole.
-        let half_window = self.sliding_window.unwrap_or(self.local_attention / 2);
-        if self.global_attn_every_n_layers == 0 {
+        // A window wider than the position table equals global attention, and capping it
+        // keeps window arithmetic (`i + w`) far from overflow.
+        let half_window = self
+            .sliding_window
+            .unwrap_or(self.local_attention / 2)
+            .min(self.max_position_embeddings);
+        if self.layer_types.is_none() && self.global_attn_every_n_layers == 0 {
             return Err(invalid(
                 "global_attn_every_n_layers",
                 "0".into(),
@@ -474,5 +495,51 @@ mod tests {
         assert_eq!(layers[2].half_window, None);
         assert_eq!(layers[2].rope_theta, 160000.0);
         assert_eq!(c.common.stored_dtype(), Some("float32"));
+    }
+
+    fn modernbert_layers(extra: &str) -> Result<Vec<LayerAttention>> {
+        let c = cfg(&format!(
+            r#"{{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 512
+            {extra}}}"#
+        ));
+        let mb: ModernBertConfig = c.parse()?;
+        mb.layer_attention(&c.path)
+    }
+
+    #[test]
+    fn modernbert_scaled_rope_is_rejected() {
+        for params in [
+            r#"{"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}"#,
+            r#"{"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "yarn"}}"#,
+        ] {
+            let err = modernbert_layers(&format!(r#", "rope_parameters": {params}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rope_parameters.rope_type"), "{err}");
+        }
+    }
+
+    #[test]
+    fn modernbert_window_is_capped_and_layer_types_ignore_every_n() {
+        // A window wider than the position table is capped there (same attention, no overflow).
+        let layers = modernbert_layers(
+            r#", "global_attn_every_n_layers": 2, "sliding_window": 18446744073709551615"#,
+        )
+        .unwrap();
+        assert_eq!(layers[1].half_window, Some(512));
+        // With layer_types given, transformers ignores global_attn_every_n_layers (even 0).
+        let layers = modernbert_layers(
+            r#", "global_attn_every_n_layers": 0,
+            "layer_types": ["sliding_attention", "full_attention"]"#,
+        )
+        .unwrap();
+        assert_eq!(layers[0].half_window, Some(64));
+        assert_eq!(layers[1].half_window, None);
+        let err = modernbert_layers(r#", "global_attn_every_n_layers": 0"#).unwrap_err();
+        assert!(
+            err.to_string().contains("global_attn_every_n_layers"),
+            "{err}"
+        );
     }
 }

@@ -35,9 +35,10 @@ pub struct CrossEncoderOptions {
     /// Maximum tokens per pair, special tokens included. The effective value is the smallest
     /// of this, the model's `max_position_embeddings` and the tokenizer's `model_max_length`.
     pub max_length: Option<usize>,
-    /// Pairs per forward pass (default 32).
+    /// Pairs per forward pass (default 32; 0 is rejected when the model loads).
     pub batch_size: usize,
-    /// Padded tokens per forward pass (default: [`default_max_batch_tokens`]).
+    /// Padded tokens per forward pass (default: [`default_max_batch_tokens`]; 0 is rejected
+    /// when the model loads). A pair longer than the budget still runs, in a batch of its own.
     pub max_batch_tokens: Option<usize>,
     /// Truncation strategy (default `longest_first`).
     pub truncation: Truncation,
@@ -110,6 +111,22 @@ impl CrossEncoderOptions {
     pub fn revision(mut self, revision: impl Into<String>) -> Self {
         self.revision = Some(revision.into());
         self
+    }
+
+    /// Reject values no model can run with (a batch size or token budget of 0).
+    pub(crate) fn validate(&self) -> Result<()> {
+        let zero = |name: &str| EncoderError::InvalidOption {
+            name: name.into(),
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        };
+        if self.batch_size == 0 {
+            return Err(zero("batch_size"));
+        }
+        if self.max_batch_tokens == Some(0) {
+            return Err(zero("max_batch_tokens"));
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +249,7 @@ impl CrossEncoder {
     /// Load from a local Hugging Face-style directory (`config.json`, weights, tokenizer).
     pub fn from_dir(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        options.validate()?;
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
         let family = config.common.require_cross_encoder(&config_path)?;
@@ -273,7 +291,7 @@ impl CrossEncoder {
             head,
             labels,
             max_length,
-            batch_size: options.batch_size.max(1),
+            batch_size: options.batch_size,
             max_batch_tokens,
             truncation: options.truncation,
             device,
@@ -392,10 +410,15 @@ impl CrossEncoder {
     }
 
     /// Run the model on already encoded pairs; logits in input order.
+    ///
+    /// An encoding the model cannot look up (no tokens, more tokens than
+    /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
+    /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
     pub fn logits_of_encodings(
         &self,
         encodings: &[EncodedPair],
     ) -> Result<(Vec<Vec<f32>>, PredictStats)> {
+        self.model.check_encodings(encodings)?;
         let mut stats = PredictStats {
             pairs: encodings.len(),
             tokens: encodings.iter().map(EncodedPair::len).sum(),
@@ -453,21 +476,25 @@ impl CrossEncoder {
     ) -> Result<Vec<Classification>> {
         Ok(self
             .predict(pairs)?
-            .into_iter()
-            .map(|p| {
-                let probabilities = if p.logits.len() == 1 {
-                    vec![p.score]
-                } else {
-                    softmax(&p.logits)
-                };
-                let index = argmax(&probabilities);
-                Classification {
-                    index,
-                    label: self.labels.get(index).cloned().unwrap_or_default(),
-                    probabilities,
-                }
-            })
+            .iter()
+            .map(|p| self.classification(p))
             .collect())
+    }
+
+    /// Predicted label and probabilities of a [`Prediction`] this model made, without running
+    /// the model again (use it when both scores and labels are wanted).
+    pub fn classification(&self, prediction: &Prediction) -> Classification {
+        let probabilities = if prediction.logits.len() == 1 {
+            vec![prediction.score]
+        } else {
+            softmax(&prediction.logits)
+        };
+        let index = argmax(&probabilities);
+        Classification {
+            index,
+            label: self.labels.get(index).cloned().unwrap_or_default(),
+            probabilities,
+        }
     }
 }
 

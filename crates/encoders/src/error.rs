@@ -72,6 +72,11 @@ pub enum EncoderError {
         tensor_labels: usize,
     },
 
+    /// An encoded input cannot run through the model: no tokens, longer than the model's
+    /// position table, or an id outside the model's vocabulary or segment table.
+    #[error("input {index} cannot run through the model: {reason}")]
+    InvalidInput { index: usize, reason: String },
+
     /// A model produced a NaN or infinite score.
     #[error("model produced a non-finite score ({value}) for input {index}")]
     NonFiniteScore { index: usize, value: f32 },

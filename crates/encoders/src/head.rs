@@ -143,6 +143,18 @@ impl ScoreHead {
         activation: Option<ScoreActivation>,
         grades: Option<&BTreeMap<String, f32>>,
     ) -> Result<Self> {
+        if grades.is_some() && labels.len() < 3 {
+            tracing::warn!(
+                labels = labels.len(),
+                "label_grades apply to heads with three or more labels; ignored"
+            );
+        }
+        if activation.is_some() && labels.len() > 1 {
+            tracing::warn!(
+                labels = labels.len(),
+                "the activation option applies to single-logit heads; ignored"
+            );
+        }
         match labels.len() {
             0 => Err(EncoderError::InvalidConfig {
                 path: model_dir.join("config.json"),
@@ -205,14 +217,20 @@ impl ScoreHead {
         }
     }
 
-    /// The score of one row of logits.
+    /// The score of one row of logits (one value per label). A row shorter than the head
+    /// needs scores NaN, which [`rank_scores`](crate::rank_scores) reports as an error.
     pub fn score(&self, logits: &[f32]) -> f32 {
         match self {
-            ScoreHead::Single { activation } => activation.apply(logits[0]),
-            ScoreHead::Binary { relevant } => softmax(logits)[*relevant],
-            ScoreHead::Graded { grades } => {
+            ScoreHead::Single { activation } => {
+                logits.first().map_or(f32::NAN, |&l| activation.apply(l))
+            }
+            ScoreHead::Binary { relevant } => {
+                softmax(logits).get(*relevant).copied().unwrap_or(f32::NAN)
+            }
+            ScoreHead::Graded { grades } if grades.len() == logits.len() => {
                 softmax(logits).iter().zip(grades).map(|(p, g)| p * g).sum()
             }
+            ScoreHead::Graded { .. } => f32::NAN,
         }
     }
 }
@@ -306,6 +324,26 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("sufficient"), "{err}");
+    }
+
+    #[test]
+    fn rows_of_the_wrong_length_score_nan() {
+        let heads = [
+            ScoreHead::Single {
+                activation: ScoreActivation::Sigmoid,
+            },
+            ScoreHead::Binary { relevant: 1 },
+            ScoreHead::Graded {
+                grades: vec![0.0, 0.5, 1.0],
+            },
+        ];
+        for head in &heads {
+            assert!(head.score(&[]).is_nan(), "{head:?}");
+        }
+        assert!(heads[1].score(&[0.3]).is_nan());
+        assert!(heads[2].score(&[0.3, 0.1]).is_nan());
+        assert!(heads[2].score(&[0.3, 0.1, 0.2, 0.4]).is_nan());
+        assert!(heads[1].score(&[0.0, 0.0]) == 0.5);
     }
 
     #[test]

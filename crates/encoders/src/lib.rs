@@ -99,6 +99,47 @@ impl Model {
         }
     }
 
+    /// Reject encodings the embedding tables cannot look up, before any of them reaches the
+    /// device: an out-of-range index there fails with a bare "invalid index" on the CPU and
+    /// aborts a CUDA kernel, which poisons the device for the rest of the process.
+    pub(crate) fn check_encodings(&self, encodings: &[EncodedPair]) -> Result<()> {
+        let (vocab, positions, segments) = match self {
+            Model::Bert(m) => (
+                m.config.vocab_size,
+                m.config.max_position_embeddings,
+                Some(m.config.type_vocab_size),
+            ),
+            Model::ModernBert(m) => (m.config.vocab_size, m.config.max_position_embeddings, None),
+        };
+        let problem = |e: &EncodedPair| -> Option<String> {
+            if e.is_empty() {
+                return Some("it has no tokens".into());
+            }
+            if e.len() > positions {
+                return Some(format!(
+                    "{} tokens, more than max_position_embeddings = {positions} in config.json",
+                    e.len()
+                ));
+            }
+            if let Some(id) = e.ids.iter().find(|&&id| id as usize >= vocab) {
+                return Some(format!(
+                    "token id {id} is outside vocab_size = {vocab} in config.json"
+                ));
+            }
+            let n = segments?;
+            let t = e.type_ids.iter().find(|&&t| t as usize >= n)?;
+            Some(format!(
+                "segment id {t} is outside type_vocab_size = {n} in config.json"
+            ))
+        };
+        for (index, e) in encodings.iter().enumerate() {
+            if let Some(reason) = problem(e) {
+                return Err(EncoderError::InvalidInput { index, reason });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn logits(&self, batch: &PackedBatch) -> Result<Tensor> {
         match self {
             Model::Bert(m) => m.forward_logits(batch),

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use tantivy_rerank_encoders::{CrossEncoder, CrossEncoderOptions, DeviceSpec, EncoderError};
+use tantivy_rerank_encoders::{
+    CrossEncoder, CrossEncoderOptions, DeviceSpec, EncodedPair, EncoderError,
+};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -192,6 +194,20 @@ fn bad_options_are_rejected() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("max_length"), "{err}");
+    for (options, name) in [
+        (CrossEncoderOptions::default().batch_size(0), "batch_size"),
+        (
+            CrossEncoderOptions::default().max_batch_tokens(0),
+            "max_batch_tokens",
+        ),
+    ] {
+        let err = CrossEncoder::from_dir(fixture("bert-3label"), options.device(DeviceSpec::Cpu))
+            .unwrap_err();
+        assert!(
+            matches!(err, EncoderError::InvalidOption { .. }) && err.to_string().contains(name),
+            "{err}"
+        );
+    }
     #[cfg(not(feature = "cuda"))]
     {
         let err = CrossEncoder::from_dir(
@@ -201,4 +217,60 @@ fn bad_options_are_rejected() {
         .unwrap_err();
         assert!(matches!(err, EncoderError::Device { .. }), "{err}");
     }
+}
+
+#[test]
+fn encodings_the_model_cannot_look_up_are_named_errors() {
+    // bert-3label: vocab_size 415, max_position_embeddings 64, type_vocab_size 2.
+    let model = load(&fixture("bert-3label")).unwrap();
+    let good = model
+        .tokenizer()
+        .encode_pair("a query", "a document")
+        .unwrap();
+    let mut bad_id = good.clone();
+    bad_id.ids[1] = 415;
+    let mut bad_segment = good.clone();
+    bad_segment.type_ids[1] = 2;
+    let too_long = EncodedPair {
+        ids: vec![good.ids[0]; 65],
+        type_ids: vec![0; 65],
+    };
+    let empty = EncodedPair {
+        ids: vec![],
+        type_ids: vec![],
+    };
+    for (bad, expect) in [
+        (bad_id, "token id 415 is outside vocab_size = 415"),
+        (bad_segment, "segment id 2 is outside type_vocab_size = 2"),
+        (
+            too_long,
+            "65 tokens, more than max_position_embeddings = 64",
+        ),
+        (empty, "no tokens"),
+    ] {
+        let err = model.logits_of_encodings(&[good.clone(), bad]).unwrap_err();
+        assert!(
+            matches!(err, EncoderError::InvalidInput { index: 1, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    // The longest allowed input still runs.
+    let longest = EncodedPair {
+        ids: vec![good.ids[0]; 64],
+        type_ids: vec![0; 64],
+    };
+    assert_eq!(model.logits_of_encodings(&[longest]).unwrap().0.len(), 1);
+}
+
+#[test]
+fn modernbert_odd_head_size_is_rejected() {
+    let tmp = copy_fixture("modernbert-1label-mean");
+    // hidden_size 32 over 32 heads gives head size 1: RoPE rotates pairs of channels.
+    edit_config(tmp.path(), |v| {
+        v["num_attention_heads"] = serde_json::json!(32)
+    });
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+    assert!(err.to_string().contains("odd head size 1"), "{err}");
 }

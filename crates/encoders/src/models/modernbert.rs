@@ -128,9 +128,25 @@ impl ModernBert {
             });
         }
         let head_dim = h / config.num_attention_heads;
+        if head_dim % 2 != 0 {
+            return Err(EncoderError::InvalidConfig {
+                path: cfg.path.clone(),
+                field: "num_attention_heads".into(),
+                value: config.num_attention_heads.to_string(),
+                reason: format!(
+                    "gives an odd head size {head_dim} (hidden_size {h}); RoPE needs an even one"
+                ),
+            });
+        }
         let act = Activation::parse(&config.hidden_activation, "hidden_activation", &cfg.path)?;
         let kinds = config.layer_attention(&cfg.path)?;
-        let root = w.pp("model");
+        // ModernBertForSequenceClassification stores the encoder under `model.`; a plain
+        // ModernBertModel (embedding checkpoints) stores it at the root.
+        let root = if w.contains("model.embeddings.tok_embeddings.weight") {
+            w.pp("model")
+        } else {
+            w.clone()
+        };
         let eps = config.norm_eps;
         let nb = config.norm_bias;
         let tok_embeddings = candle_nn::Embedding::new(
