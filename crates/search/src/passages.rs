@@ -35,7 +35,7 @@ impl Default for PassageOptions {
 }
 
 impl PassageOptions {
-    /// Reject zero lengths.
+    /// Reject zero values and a stride longer than the passage.
     pub fn validate(&self) -> Result<()> {
         let bad = |option, value: usize| SearchError::InvalidOption {
             option,
@@ -50,6 +50,13 @@ impl PassageOptions {
         }
         if self.max_passages == 0 {
             return Err(bad("passages.max_passages", self.max_passages));
+        }
+        if self.stride > self.length {
+            return Err(SearchError::InvalidOption {
+                option: "passages.stride",
+                value: self.stride.to_string(),
+                reason: "must not exceed passages.length (the text between passages would never be scored)",
+            });
         }
         Ok(())
     }
@@ -176,6 +183,9 @@ mod tests {
     fn zero_options_rejected() {
         assert!(opts(0, 1, 1).validate().is_err());
         assert!(opts(1, 0, 1).validate().is_err());
+        let err = opts(3, 4, 1).validate().unwrap_err().to_string();
+        assert!(err.contains("passages.stride"), "{err}");
+        assert!(opts(3, 3, 1).validate().is_ok());
         assert!(opts(1, 1, 0).validate().is_err());
         assert!(PassageOptions::default().validate().is_ok());
     }

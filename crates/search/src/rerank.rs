@@ -61,8 +61,9 @@ pub struct RerankOptions {
     /// How many hits are returned (default 10). When `top_n > window`, the candidates
     /// past the window follow the reranked ones in BM25 order, with no rerank score.
     pub top_n: usize,
-    /// Split candidates into passages (default on: 200 words, stride 100, at most 20
-    /// passages). `None` scores title + body whole; the model then truncates it.
+    /// Split candidates into passages (default on: 200 model tokens, or words for a reranker
+    /// without a tokenizer, stride 100, at most 20 passages). `None` scores title + body
+    /// whole; the model then truncates it.
     pub passages: Option<PassageOptions>,
     /// Passage score aggregation (default [`Aggregation::Max`]).
     pub aggregation: Aggregation,
@@ -269,11 +270,7 @@ fn build_passages<R: Reranker + ?Sized>(
     let Some(mut popts) = options.passages else {
         return texts.iter().map(|t| vec![t.clone()]).collect();
     };
-    // Token budget of a passage next to the query ([CLS] q [SEP] p [SEP]).
-    if let Some(budget) = reranker.max_tokens().and_then(|max| {
-        let q = reranker.count_tokens(query)?;
-        Some(max.saturating_sub(q + 3).max(8))
-    }) {
+    if let Some(budget) = reranker.passage_budget(query) {
         popts.length = popts.length.min(budget);
         popts.stride = popts.stride.min(popts.length);
     }

@@ -24,6 +24,19 @@ pub trait Reranker: Send + Sync {
     fn token_spans(&self, _text: &str) -> Option<Vec<(usize, usize)>> {
         None
     }
+
+    /// The most tokens a passage scored against `query` may have so that the model reads it
+    /// whole; passages are cut no longer than this. `None`: no limit.
+    ///
+    /// The default suits models that read query and passage as one input,
+    /// `[CLS] query [SEP] passage [SEP]` (cross-encoders): [`max_tokens`](Self::max_tokens)
+    /// minus the query's tokens and 3 special tokens, and at least 8. A model that reads each
+    /// passage on its own (a bi-encoder) overrides it.
+    fn passage_budget(&self, query: &str) -> Option<usize> {
+        let max = self.max_tokens()?;
+        let query_tokens = self.count_tokens(query)?;
+        Some(max.saturating_sub(query_tokens + 3).max(8))
+    }
 }
 
 impl<R: Reranker + ?Sized> Reranker for &R {
@@ -38,6 +51,9 @@ impl<R: Reranker + ?Sized> Reranker for &R {
     }
     fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
         (**self).token_spans(text)
+    }
+    fn passage_budget(&self, query: &str) -> Option<usize> {
+        (**self).passage_budget(query)
     }
 }
 
@@ -142,6 +158,10 @@ mod encoders {
         }
         fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
             self.tokenizer().token_spans(text).ok()
+        }
+        /// Each passage is embedded alone (`[CLS] passage [SEP]`): the query takes no room.
+        fn passage_budget(&self, _query: &str) -> Option<usize> {
+            Some(self.max_length().saturating_sub(2).max(1))
         }
     }
 }

@@ -339,6 +339,23 @@ mod encoders {
     }
 
     #[test]
+    fn passage_budget_leaves_room_for_the_query_only_when_the_model_reads_it() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../encoders/tests/fixtures/bert-3label");
+        let options = || CrossEncoderOptions::default().device(DeviceSpec::Cpu);
+        let cross = CrossEncoder::from_dir(&dir, options()).expect("fixture");
+        let bi = BiEncoder::from_dir(&dir, options()).expect("fixture");
+        let query = "which team won super bowl 50";
+        let q = cross.count_tokens(query).unwrap();
+        assert!(q > 3, "{q}");
+        // [CLS] query [SEP] passage [SEP] within 64 tokens.
+        assert_eq!(cross.passage_budget(query), Some(64 - q - 3));
+        // The bi-encoder embeds [CLS] passage [SEP] alone, whatever the query.
+        assert_eq!(bi.passage_budget(query), Some(64 - 2));
+        assert_eq!(bi.passage_budget(&query.repeat(20)), Some(64 - 2));
+    }
+
+    #[test]
     fn minilm_bi_encoder_reranks() {
         let dir = common::shared().join("models/all-MiniLM-L6-v2");
         assert!(
