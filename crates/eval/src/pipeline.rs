@@ -8,7 +8,9 @@
 //!   query that retrieves nothing (e.g. empty text) scores 0 on every measure (pytrec_eval
 //!   would leave it out of the mean, trec_eval `-c` counts it as 0, as here).
 //! - Each run is put in trec_eval order (score descending, ties by doc id descending) before
-//!   it is cut to `top_k` and scored, and written so, so external re-scoring agrees exactly.
+//!   it is cut to `top_k` and scored, and written so, so external re-scoring agrees exactly
+//!   (`scripts/trec_rescore.py QRELS RUN --queries N`, with N the report's `queries`: a query
+//!   without hits has no line in the run file and counts 0 on both sides).
 //! - Reranked run: documents inside the window carry the reranker's score; those past it
 //!   (when `window < top_k`) follow in BM25 order with synthetic scores below the window's
 //!   minimum (`min - 1`, `min - 2`, ...).
@@ -36,8 +38,8 @@ pub struct PipelineOptions {
     pub top_k: usize,
     /// Candidates reranked (default 100).
     pub window: usize,
-    /// Passage splitting of long documents (default: the search crate's, 200 words, stride
-    /// 100, at most 20); `None` scores title + text whole (the model truncates).
+    /// Passage splitting of long documents (default: the search crate's, 200 model tokens,
+    /// stride 100, at most 20); `None` scores title + text whole (the model truncates).
     pub passages: Option<PassageOptions>,
     /// Passage score aggregation (default max).
     pub aggregation: Aggregation,
