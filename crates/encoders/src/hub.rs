@@ -64,6 +64,7 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
     let cache = Cache::new(hub_cache_dir());
     let cached = cache.repo(repo.clone());
     // Fast path: everything needed is already in the cache (no network at all).
+    let mut cached_dir = None;
     if let Some(config) = cached.get("config.json") {
         let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
         let has_weights = [
@@ -76,14 +77,16 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
         let has_tokenizer = ["tokenizer.json", "vocab.txt"]
             .iter()
             .any(|f| cached.get(f).is_some());
-        if has_weights && has_tokenizer {
-            if let Some(index) = cached.get("model.safetensors.index.json") {
-                if shards_present(&index) {
-                    return Ok(dir);
-                }
-            } else {
+        let shards = cached
+            .get("model.safetensors.index.json")
+            .is_none_or(|index| shards_present(&index));
+        if has_weights && has_tokenizer && shards {
+            // The optional files (sentence-transformers settings, pooling) change scores, so
+            // the cache is only enough once each is there or known to be absent from the repo.
+            if hub_offline() || optional_files_settled(&dir) {
                 return Ok(dir);
             }
+            cached_dir = Some(dir);
         }
     }
     if hub_offline() {
@@ -95,7 +98,7 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
             ),
         });
     }
-    let files = fetch_repo(
+    let fetched = fetch_repo(
         repo_id,
         RepoType::Model,
         revision,
@@ -111,7 +114,15 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
         .into_iter()
         .chain(OPTIONAL_FILES.iter().map(|f| Wanted::Optional(f)))
         .collect::<Vec<_>>(),
-    )?;
+    );
+    let files = match (fetched, cached_dir) {
+        (Ok(files), _) => files,
+        (Err(e), Some(dir)) => {
+            tracing::warn!(repo = %repo_id, error = %e, "cannot reach the Hub to check for optional files; using the cached model as it is");
+            return Ok(dir);
+        }
+        (Err(e), None) => return Err(e),
+    };
     let config = files
         .iter()
         .find(|p| p.ends_with("config.json"))
@@ -135,7 +146,44 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
                 .map_err(|e| hub_err(repo_id, &shard, e))?;
         }
     }
+    mark_absent_optional_files(&dir);
     Ok(dir)
+}
+
+/// `<repo>/.no_exist/<commit>/`: where `huggingface_hub` records files a revision does not
+/// have, for a snapshot directory `<repo>/snapshots/<commit>`.
+fn no_exist_dir(snapshot: &Path) -> Option<PathBuf> {
+    let commit = snapshot.file_name()?;
+    let repo = snapshot.parent()?.parent()?;
+    Some(repo.join(".no_exist").join(commit))
+}
+
+/// Every optional file is either in the snapshot or recorded as absent from the repo.
+fn optional_files_settled(snapshot: &Path) -> bool {
+    let Some(no_exist) = no_exist_dir(snapshot) else {
+        return false;
+    };
+    OPTIONAL_FILES
+        .iter()
+        .all(|f| snapshot.join(f).exists() || no_exist.join(f).exists())
+}
+
+/// After a fetch that listed the repo, record the optional files it does not have (as
+/// `huggingface_hub` does) so the next load needs no network. Failing to write is harmless.
+fn mark_absent_optional_files(snapshot: &Path) {
+    let Some(no_exist) = no_exist_dir(snapshot) else {
+        return;
+    };
+    for f in OPTIONAL_FILES.iter().filter(|f| !snapshot.join(f).exists()) {
+        let marker = no_exist.join(f);
+        let written = marker
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&marker, b""));
+        if let Err(e) = written {
+            tracing::debug!(path = %marker.display(), error = %e, "cannot record an absent file");
+        }
+    }
 }
 
 fn shard_names(index: &Path) -> Result<Vec<String>> {
@@ -294,6 +342,28 @@ mod tests {
             "{err}"
         );
         std::env::remove_var("HF_HUB_OFFLINE");
+
+        // Online, the optional files are not settled yet: the Hub is asked (here an endpoint
+        // that refuses connections), and when it cannot be reached the cached model is used.
+        assert!(!optional_files_settled(&snap));
+        std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+        assert_eq!(model_dir_from_hub("acme/tiny", None).unwrap(), snap);
+        let err = model_dir_from_hub("acme/missing", None).unwrap_err();
+        assert!(matches!(err, EncoderError::Hub { .. }), "{err}");
+        // Optional files recorded as absent, as huggingface_hub does, settle the cache.
+        mark_absent_optional_files(&snap);
+        let no_exist = repo_dir.join(".no_exist").join("abc123");
+        assert!(no_exist.join("1_Pooling/config.json").is_file());
+        assert!(no_exist.join("modules.json").is_file());
+        assert!(optional_files_settled(&snap));
+        std::fs::write(snap.join("modules.json"), "[]").unwrap();
+        std::fs::remove_file(no_exist.join("modules.json")).unwrap();
+        assert!(
+            optional_files_settled(&snap),
+            "a cached file needs no marker"
+        );
+        assert_eq!(model_dir_from_hub("acme/tiny", None).unwrap(), snap);
+        std::env::remove_var("HF_ENDPOINT");
         std::env::remove_var("HF_HUB_CACHE");
     }
 }
