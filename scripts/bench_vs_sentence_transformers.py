@@ -171,7 +171,7 @@ def st_worker(args: argparse.Namespace) -> None:
                 t = time.perf_counter()
                 scores = model.predict([(q, p) for p in passages], batch_size=args.batch_size,
                                        show_progress_bar=False)
-                sorted(range(len(scores)), key=lambda i: -scores[i])
+                sorted(range(len(scores)), key=head_scores(scores).__getitem__, reverse=True)
                 sync()
                 latencies.append((time.perf_counter() - t) * 1e3)
             seconds = time.perf_counter() - start
@@ -191,6 +191,20 @@ def st_worker(args: argparse.Namespace) -> None:
         out["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
+
+
+def head_scores(scores):
+    """One relevance score per pair from CrossEncoder.predict's output, as our heads compute it:
+    one label as returned (ST applied its activation), two labels P(label 1), three or more the
+    expected grade over evenly spaced grades 0..1."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:
+        return s
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return p[:, 1] if s.shape[1] == 2 else p @ np.linspace(0.0, 1.0, s.shape[1])
 
 
 def main() -> None:
@@ -253,6 +267,7 @@ def main() -> None:
     st = json.loads(proc.stdout.splitlines()[-1])
 
     ours_all = []
+    failures = []
     for label, path in bins:
         ours_cmd = [path, "bench", "--model", str(model), "--threads", str(args.threads),
                     "--device", args.device, "--dtype", args.dtype, "--json", *common, *args.bench_args.split()]
@@ -262,7 +277,10 @@ def main() -> None:
         proc = subprocess.run(ours_cmd, capture_output=True, text=True,
                               env=dict(os.environ, RAYON_NUM_THREADS=str(args.threads)))
         if proc.returncode != 0:
-            raise SystemExit(f"tantivy-rerank ({label}) failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            # Keep going: the other binaries' and ST's numbers are still worth reporting.
+            failures.append(f"tantivy-rerank ({label}) failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            print(failures[-1], file=sys.stderr)
+            continue
         ours_all.append((label, json.loads(proc.stdout)))
 
     import sentence_transformers
@@ -315,7 +333,9 @@ def main() -> None:
     print(mem)
     if args.json:
         args.json.write_text(json.dumps({"sentence_transformers": st, "ours": dict(ours_all), "rows": rows,
-                                         "peak_tflops": peak}, indent=1) + "\n")
+                                         "peak_tflops": peak, "failures": failures}, indent=1) + "\n")
+    if failures:
+        raise SystemExit(f"{len(failures)} of {len(bins)} binaries failed (see above)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 #
 #   scripts/gpu-proof.sh prepare          # here: fills .gpu-proof/ (git-ignored), the folder to carry
 #   scripts/gpu-proof.sh run [PHASE...]   # there, from the repo root; PHASE: models parity speed
-#                                         # sweep articles (default: all, in that order)
+#                                         # articles sweep (default: all, in that order)
 #
 # prepare (no GPU needed): compresses the CUDA binaries built by scripts/build-cuda.sh
 # (.cuda-bin/tantivy-rerank-cuda and, if built, -flash-attn) with xz, copies the few files of
@@ -11,23 +11,27 @@
 # bench workloads; ../shared itself does not travel), and writes the long-document workload
 # (1 query x 16 articles of >= 8,192 tokens, scripts/make_article_workload.py; it needs the
 # `tokenizers` package: PYTHON=.venv-bench/bin/python picks an interpreter). It prints the
-# size of what travels: one device call carries at most 64 MiB.
+# size of what travels and fails if it reaches the 64 MiB one device call carries.
 #
 # run (on the GPU machine: torch, transformers and sentence-transformers installed, no Rust,
 # no network). Every phase writes its log and JSON under $GPU_PROOF_RESULTS (default
-# ./gpu-proof-out, kept between calls while the machine stays warm); when $OUT is set (the
-# device tool's folder, which returns at most 8 files) the whole folder is also packed into
-# $OUT/gpu-proof-results.tar.gz and all logs into $OUT/gpu-proof.log after every phase:
+# ./gpu-proof-out); when $OUT is set (the device tool's folder, which returns at most 8 files)
+# the whole folder is also packed into $OUT/gpu-proof-results.tar.gz and all logs into
+# $OUT/gpu-proof.log after every phase. A machine stays warm only ~30 s after a call and
+# starts bare, so every call carries .gpu-proof and begins with `models`. Phases are cut at
+# $GPU_PROOF_DEADLINE seconds after `run` starts (default 570, inside the 600 s a command
+# may run), and the ones left are skipped, so what finished always comes back:
 #   models   full-size random models made there by scripts/make_fixtures.py --full-size:
 #            modernbert-base (1 label), modernbert-large (3 labels), mbert-2label (vocab.txt only).
-#            Skipped for a model that already exists, so later phases can run in later calls.
+#            Skipped for a model that already exists.
 #   parity   scripts/gpu_parity.py on the 100 candidates of workload_1x100 for each model:
 #            ours CPU f32 (reference) vs ours CUDA f32 / bf16 (each binary) and transformers
 #            f32 / bf16 on the GPU.
 #   speed    scripts/bench_vs_sentence_transformers.py, bf16, base and large, workload_1x100 and
 #            workload_scifact_1x100, batch 32 and 128, every binary against one ST run.
-#   sweep    ours alone, base, workload_1x100, --max-batch-tokens 4096 ... 131072 (for the default).
 #   articles 1 query x 16 articles x 8,192 tokens with the large model, ST vs every binary.
+#   sweep    ours alone, base, both 1x100 workloads, --max-batch-tokens 4096 ... 65536 (for the
+#            CUDA default; 100 x 512 tokens fit in 65536).
 # A phase that fails is reported and the next one still runs; the exit status counts failures.
 set -uo pipefail
 
@@ -58,15 +62,21 @@ prepare() {
   "${PYTHON:-python3}" "$ROOT/scripts/make_article_workload.py" --shared "$shared" \
     --out "$CARRY/shared/bench/workload_articles_1x16x8192.json"
   du -ab "$CARRY" | sort -n | tail -12 | awk '{printf "%8.1f MiB  %s\n", $1/1048576, $2}'
-  local tree
+  local tree carry
   tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-  echo "carry .gpu-proof: $(du -sb "$CARRY" | cut -f1) bytes + working tree $tree bytes (limit 67108864)"
+  carry=$(du -sb "$CARRY" | cut -f1)
+  echo "carry .gpu-proof: $carry bytes + working tree $tree bytes (limit 67108864)"
+  if [ $((carry + tree)) -ge 67108864 ]; then
+    echo "too big for one device call: carry one binary at a time (move the other out of .cuda-bin)" >&2
+    exit 1
+  fi
 }
 
 RESULTS=${GPU_PROOF_RESULTS:-$ROOT/gpu-proof-out}
 WORK=${GPU_PROOF_WORK:-/tmp/gpu-proof}
 DEVICE=${GPU_PROOF_DEVICE:-cuda}
 THREADS=${GPU_PROOF_THREADS:-$(nproc)}
+DEADLINE=${GPU_PROOF_DEADLINE:-570}
 MODELS=$WORK/models
 BENCH=$CARRY/shared/bench
 FAILED=0
@@ -82,9 +92,15 @@ pack() { # copy what exists so far into $OUT, so a call cut off at its time limi
 phase() { # phase NAME CMD...: run, log to $RESULTS/NAME.log, keep going on failure
   local name=$1
   shift
+  local left=$((DEADLINE - SECONDS))
+  if [ "$left" -lt 15 ]; then
+    echo "=== $name: SKIPPED (deadline of $DEADLINE s reached): $*" | tee -a "$RESULTS/$name.log"
+    FAILED=$((FAILED + 1))
+    return
+  fi
   echo "=== $name: $*" | tee -a "$RESULTS/$name.log"
   local start=$SECONDS
-  if "$@" 2>&1 | tee -a "$RESULTS/$name.log"; then
+  if timeout --kill-after=5 "$((left - 10))" "$@" 2>&1 | tee -a "$RESULTS/$name.log"; then
     echo "=== $name: ok in $((SECONDS - start)) s" | tee -a "$RESULTS/$name.log"
   else
     echo "=== $name: FAILED in $((SECONDS - start)) s" | tee -a "$RESULTS/$name.log"
@@ -107,7 +123,13 @@ run() {
     export LD_LIBRARY_PATH=$cu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   for x in "$CARRY"/bin/*.xz; do
     local b=$WORK/bin/$(basename "$x" .xz)
-    [ -x "$b" ] || { xz -dc "$x" >"$b" && chmod +x "$b"; }
+    if [ ! -x "$b" ]; then
+      if command -v xz >/dev/null; then
+        xz -dc "$x" >"$b"
+      else
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$x" "$b"
+      fi && chmod +x "$b"
+    fi
     if ldd "$b" | grep -q 'not found'; then
       echo "$b: missing libraries:" && ldd "$b" | grep 'not found'
       FAILED=$((FAILED + 1))
@@ -120,7 +142,7 @@ run() {
     nproc
   } | tee "$RESULTS/machine.txt"
   local phases=("$@")
-  [ ${#phases[@]} -gt 0 ] || phases=(models parity speed sweep articles)
+  [ ${#phases[@]} -gt 0 ] || phases=(models parity speed articles sweep)
   local kind
   for p in "${phases[@]}"; do
     case "$p" in
@@ -152,10 +174,10 @@ run() {
       sweep)
         local b
         for b in "$WORK"/bin/tantivy-rerank-*; do
-          for t in 4096 8192 16384 32768 65536 131072; do
+          for t in 4096 8192 16384 32768 65536; do
             phase sweep "$b" bench --model "$MODELS/modernbert-base" --workload "$BENCH/workload_1x100.json" \
               --workload "$BENCH/workload_scifact_1x100.json" --device "$DEVICE" --dtype bf16 \
-              --batch-size 1000 --max-batch-tokens "$t" --warmup 2 --runs 5
+              --batch-size 1000 --max-batch-tokens "$t" --max-length 512 --warmup 2 --runs 5
           done
         done
         ;;
