@@ -173,6 +173,9 @@ impl BiEncoder {
             .unwrap_or_else(|| Precision::default_for(&device))
             .dtype();
         let tokenizer = PairTokenizer::from_dir(dir)?;
+        if let Some(vocab_size) = config.common.vocab_size {
+            tokenizer.check_vocab_fits(vocab_size, &config_path)?;
+        }
         let model = Model::load(dir, &config, family, dtype, &device, None)?;
         let sbert: SbertConfig =
             read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();

@@ -40,6 +40,9 @@ pub struct CommonConfig {
     pub num_labels: Option<usize>,
     #[serde(default)]
     pub max_position_embeddings: Option<usize>,
+    /// Rows of the token embedding table.
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
     /// transformers < 5 writes `torch_dtype`.
     #[serde(default)]
     pub torch_dtype: Option<String>,

@@ -260,6 +260,9 @@ impl CrossEncoder {
             .unwrap_or_else(|| Precision::default_for(&device))
             .dtype();
         let tokenizer = PairTokenizer::from_dir(dir)?;
+        if let Some(vocab_size) = config.common.vocab_size {
+            tokenizer.check_vocab_fits(vocab_size, &config_path)?;
+        }
         let model = Model::load(dir, &config, family, dtype, &device, Some(labels.len()))?;
         let head = ScoreHead::resolve(
             &labels,

@@ -345,6 +345,58 @@ impl PairTokenizer {
         self.truncation.as_ref().map(|t| t.max_length)
     }
 
+    /// Check that every id this tokenizer can produce has a row in a model's embedding table
+    /// of `vocab_size` rows (`config_path` names the file that number came from).
+    ///
+    /// The base vocabulary, or a special token every input carries, reaching past the table
+    /// means the tokenizer belongs to another model: that is an error, reported before any
+    /// weights are loaded. Added tokens past the table only get a warning here; an input that
+    /// actually contains one is rejected when it is scored
+    /// ([`EncoderError::InvalidInput`]).
+    pub fn check_vocab_fits(&self, vocab_size: usize, config_path: &Path) -> Result<()> {
+        let mismatch = |what: String| EncoderError::InvalidConfig {
+            path: config_path.to_path_buf(),
+            field: "vocab_size".into(),
+            value: vocab_size.to_string(),
+            reason: format!(
+                "the tokenizer {} {what}, past the model's embedding table: \
+                 the tokenizer and the model do not belong together",
+                self.source.display()
+            ),
+        };
+        let base_max = self.inner.get_vocab(false).into_values().max();
+        if let Some(id) = base_max.filter(|&id| id as usize >= vocab_size) {
+            return Err(mismatch(format!("has base-vocabulary ids up to {id}")));
+        }
+        for probe in [self.encode_pair("a", "b")?, self.encode_single("a")?] {
+            if let Some(&id) = probe.ids.iter().find(|&&id| id as usize >= vocab_size) {
+                return Err(mismatch(format!(
+                    "puts special token id {id} in every input"
+                )));
+            }
+        }
+        let mut past: Vec<(u32, String)> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(id, _)| *id as usize >= vocab_size)
+            .map(|(id, token)| (id, token.content))
+            .collect();
+        if !past.is_empty() {
+            past.sort();
+            tracing::warn!(
+                tokenizer = %self.source.display(),
+                config = %config_path.display(),
+                vocab_size,
+                count = past.len(),
+                first = ?past.first(),
+                "added tokens have ids outside the model's embedding table; \
+                 inputs that contain them will be rejected"
+            );
+        }
+        Ok(())
+    }
+
     fn added_tokens(&self, pair: bool) -> usize {
         self.inner
             .get_post_processor()
@@ -512,6 +564,28 @@ mod tests {
         assert_eq!(model_max_length(&c), None);
         let c: TokenizerConfig = serde_json::from_str(r#"{"model_max_length": 512}"#).unwrap();
         assert_eq!(model_max_length(&c), Some(512));
+    }
+
+    #[test]
+    fn vocab_fit_errors_on_base_and_special_ids_and_tolerates_rare_added_ids() {
+        // The fixture's base vocabulary is ids 0..=639; [UNK] 640, [CLS] 641, [SEP] 642,
+        // [PAD] 643 and [MASK] 644 are added tokens. Every input carries [CLS] and [SEP].
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/modernbert-sliding");
+        let tok = PairTokenizer::from_dir(&dir).unwrap();
+        let config = Path::new("model/config.json");
+        assert!(tok.check_vocab_fits(704, config).is_ok());
+        // [PAD] and [MASK] past the table: only a warning, inputs with them fail later.
+        assert!(tok.check_vocab_fits(643, config).is_ok());
+        let err = tok.check_vocab_fits(642, config).unwrap_err().to_string();
+        assert!(
+            err.contains("vocab_size = 642")
+                && err.contains("model/config.json")
+                && err.contains("special token id 642")
+                && err.contains("tokenizer.json"),
+            "{err}"
+        );
+        let err = tok.check_vocab_fits(639, config).unwrap_err().to_string();
+        assert!(err.contains("base-vocabulary ids up to 639"), "{err}");
     }
 
     #[test]

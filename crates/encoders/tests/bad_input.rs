@@ -220,6 +220,24 @@ fn bad_options_are_rejected() {
 }
 
 #[test]
+fn tokenizer_of_another_model_is_rejected_before_the_weights_load() {
+    // bert-3label's vocabulary has 415 entries; a config with a smaller table cannot
+    // belong to it. The weights would also mismatch, but the tokenizer check comes first.
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| v["vocab_size"] = serde_json::json!(300));
+    let err = load(tmp.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{msg}");
+    assert!(
+        msg.contains("vocab_size = 300")
+            && msg.contains("config.json")
+            && msg.contains("tokenizer.json")
+            && msg.contains("up to 414"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn encodings_the_model_cannot_look_up_are_named_errors() {
     // bert-3label: vocab_size 415, max_position_embeddings 64, type_vocab_size 2.
     let model = load(&fixture("bert-3label")).unwrap();
