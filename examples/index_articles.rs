@@ -6,7 +6,9 @@
 //! ```
 //!
 //! CORPUS is a BEIR folder (`corpus.jsonl`), a JSONL file, or a folder of `.txt`/`.md` files;
-//! default `../shared/data/squad-articles` (48 whole Wikipedia articles). The model is a local
+//! default `data/squad-articles` (48 whole Wikipedia articles) in the shared data folder:
+//! `$TANTIVY_RERANK_SHARED`, or `shared/` beside the project root. The index goes to the
+//! project's `index-data/`, whichever folder the example runs from. The model is a local
 //! cross-encoder or embedding-model directory (`--model` or `$TANTIVY_RERANK_MODEL`); without
 //! one the example runs BM25 only and says so.
 
@@ -64,8 +66,14 @@ fn main() -> anyhow::Result<()> {
             other => corpus = Some(PathBuf::from(other)),
         }
     }
-    let shared = std::env::var("TANTIVY_RERANK_SHARED").unwrap_or_else(|_| "../shared".into());
-    let corpus = corpus.unwrap_or_else(|| Path::new(&shared).join("data/squad-articles"));
+    // Defaults hang off the project root, not the current folder, so the example works when
+    // cargo runs it from a crate folder too.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shared = std::env::var_os("TANTIVY_RERANK_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared"));
+    let shared = shared.canonicalize().unwrap_or(shared);
+    let corpus = corpus.unwrap_or_else(|| shared.join("data/squad-articles"));
     if !corpus.exists() {
         bail!(
             "corpus {} not found (pass a BEIR folder, a JSONL file or a folder of .txt/.md files)",
@@ -76,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".jsonl").to_string())
         .unwrap_or_else(|| "articles".into());
-    let index_dir = Path::new("index-data").join(&name);
+    let index_dir = root.join("index-data").join(&name);
     // Rebuild from scratch so the example is repeatable.
     if index_dir.exists() {
         std::fs::remove_dir_all(&index_dir)
