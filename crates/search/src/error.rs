@@ -98,6 +98,14 @@ pub enum SearchError {
         /// The offending value (abridged).
         value: String,
     },
+    /// A document id that tantivy cannot hold as one term: empty, or longer than its term limit.
+    #[error("document id {id} cannot be indexed: {reason}")]
+    InvalidId {
+        /// The id (abridged).
+        id: String,
+        /// Why.
+        reason: String,
+    },
     /// An unknown analyzer name.
     #[error("unknown analyzer `{name}` (expected one of: en_stem, en_stem_stop)")]
     UnknownAnalyzer {

@@ -146,6 +146,13 @@ pub(crate) fn parse_line(
         }
         Some(v) => return Err(invalid(&mapping.id, v)),
     };
+    if id.len() > MAX_ID_BYTES {
+        return Err(malformed(format!(
+            "field `{}` is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
+            mapping.id,
+            id.len()
+        )));
+    }
     let text_of = |field: &str| -> Result<String> {
         match obj.get(field) {
             None | Some(Value::Null) => Ok(String::new()),
@@ -161,6 +168,10 @@ pub(crate) fn parse_line(
     let body = text_of(&mapping.body)?;
     Ok(Some(Article { id, title, body }))
 }
+
+/// The longest id tantivy indexes as a term; a longer one would be dropped from the id
+/// field (with only a log line), so it could never be found or replaced.
+pub const MAX_ID_BYTES: usize = tantivy::tokenizer::MAX_TOKEN_LEN;
 
 /// Lines parsed per rayon batch.
 const CHUNK: usize = 4096;
@@ -218,8 +229,14 @@ fn text_files(root: &Path) -> Result<Vec<PathBuf>> {
     while let Some(dir) = stack.pop() {
         let entries = std::fs::read_dir(&dir).map_err(SearchError::io(&dir))?;
         for entry in entries {
-            let path = entry.map_err(SearchError::io(&dir))?.path();
-            if path.is_dir() {
+            let entry = entry.map_err(SearchError::io(&dir))?;
+            let path = entry.path();
+            // Symbolic links to folders are not followed (as `find` does not): one could loop
+            // back to a parent or index the same files twice under other ids.
+            let file_type = entry.file_type().map_err(SearchError::io(&path))?;
+            if file_type.is_symlink() && path.is_dir() {
+                tracing::warn!(link = %path.display(), "not following a symbolic link to a folder");
+            } else if file_type.is_dir() {
                 stack.push(path);
             } else if path
                 .extension()

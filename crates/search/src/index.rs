@@ -17,8 +17,10 @@ use tantivy::{
 };
 
 use crate::collector::{Candidates, RerankCollector};
-use crate::error::{Result, SearchError};
-use crate::import::{read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport};
+use crate::error::{abridge, Result, SearchError};
+use crate::import::{
+    read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport, MAX_ID_BYTES,
+};
 use crate::rerank::{rerank_candidates, Candidate, RerankOptions, RerankResults, Timings};
 use crate::reranker::Reranker;
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
@@ -278,6 +280,22 @@ impl ArticleIndex {
         {
             let writer_ref = &writer;
             let mut sink = |a: Article| -> Result<()> {
+                let problem = if a.id.is_empty() {
+                    Some("it is empty".to_string())
+                } else if a.id.len() > MAX_ID_BYTES {
+                    Some(format!(
+                        "it is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
+                        a.id.len()
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = problem {
+                    return Err(SearchError::InvalidId {
+                        id: abridge(&format!("{:?}", a.id), 60),
+                        reason,
+                    });
+                }
                 let term = Term::from_field_text(fields.id, &a.id);
                 let in_index = existing && {
                     let q = TermQuery::new(term.clone(), IndexRecordOption::Basic);
@@ -399,6 +417,9 @@ impl ArticleIndex {
         query: &dyn Query,
         limit: usize,
     ) -> Result<Candidates> {
+        if limit == 0 {
+            return Ok(Candidates::new());
+        }
         searcher
             .search(query, &RerankCollector::new(limit, limit))
             .map_err(SearchError::tantivy("collecting the first stage"))

@@ -86,6 +86,16 @@ impl Default for RerankOptions {
 impl RerankOptions {
     /// Check the options.
     pub fn validate(&self) -> Result<()> {
+        // A window of 0 would rerank nothing: `search_bm25` is the BM25-only search.
+        for (option, value) in [("window", self.window), ("top_n", self.top_n)] {
+            if value == 0 {
+                return Err(SearchError::InvalidOption {
+                    option,
+                    value: "0".into(),
+                    reason: "must be at least 1",
+                });
+            }
+        }
         if let Some(p) = &self.passages {
             p.validate()?;
         }
@@ -136,7 +146,9 @@ impl Candidate {
     }
 }
 
-/// The passage that decided a document's rerank score.
+/// A document's highest-scoring passage, the one to show as its snippet. With
+/// [`Aggregation::Max`] it decided the document's score; with `First` or `Mean` the score
+/// comes from the first passage or from all of them, and this is still the best one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PassageHit {
     /// 0-based index of the passage within the document's scored passages.

@@ -128,6 +128,47 @@ fn directory_import_titles_ids_and_non_utf8() {
         (hits[0].id.as_str(), hits[0].title.as_str()),
         ("sub/b.txt", "b")
     );
+    // A link back to a parent folder is not followed: no loop, no second copy.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&docs, docs.join("sub/loop")).unwrap();
+        let index =
+            ArticleIndex::create(tmp.path().join("idx2"), &SchemaOptions::default()).unwrap();
+        let r = index.import_dir(&docs, &quiet()).unwrap();
+        assert_eq!(r.docs_indexed, 2);
+    }
+}
+
+#[test]
+fn ids_tantivy_cannot_hold_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
+    let long = "x".repeat(70_000);
+    // From JSONL: the line is named, and --skip-bad-lines may skip it.
+    let corpus = tmp.path().join("long.jsonl");
+    write(
+        &corpus,
+        format!("{{\"_id\": \"a\", \"text\": \"ok\"}}\n{{\"_id\": \"{long}\", \"text\": \"t\"}}\n")
+            .as_bytes(),
+    );
+    let err = index.import_beir(&corpus, &quiet()).unwrap_err();
+    assert!(
+        matches!(err, SearchError::MalformedLine { line: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("70000 bytes long"), "{err}");
+    // From the API: empty and over-long ids.
+    for (id, expect) in [(String::new(), "it is empty"), (long, "70000 bytes long")] {
+        let article = Article {
+            id,
+            title: String::new(),
+            body: "text".into(),
+        };
+        let err = index.import_articles([article], &quiet()).unwrap_err();
+        assert!(matches!(err, SearchError::InvalidId { .. }), "{err:?}");
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    assert_eq!(index.num_docs(), 0);
 }
 
 #[test]

@@ -143,15 +143,39 @@ fn closure_reranker_with_passages_and_fusion() {
         .unwrap()
         .hits
         .is_empty());
-    // Invalid options are errors.
-    let o = RerankOptions {
-        combination: Combination::Linear { alpha: 2.0 },
-        ..opts
-    };
-    assert!(matches!(
-        index.search_reranked(query, &overlap, &o),
-        Err(SearchError::InvalidOption { .. })
-    ));
+    // Invalid options are errors naming the option.
+    for (o, name) in [
+        (
+            RerankOptions {
+                combination: Combination::Linear { alpha: 2.0 },
+                ..opts.clone()
+            },
+            "combination.alpha",
+        ),
+        (
+            RerankOptions {
+                window: 0,
+                ..opts.clone()
+            },
+            "window",
+        ),
+        (
+            RerankOptions {
+                top_n: 0,
+                ..opts.clone()
+            },
+            "top_n",
+        ),
+    ] {
+        match index.search_reranked(query, &overlap, &o) {
+            Err(SearchError::InvalidOption { option, .. }) => assert_eq!(option, name),
+            other => panic!("{name}: expected InvalidOption, got {other:?}"),
+        }
+    }
+    // Retrieving 0 candidates gives none.
+    let searcher = index.searcher();
+    let q = index.parse_query(query).expect("query");
+    assert!(index.retrieve(&searcher, q.as_ref(), 0).unwrap().is_empty());
 }
 
 #[test]
