@@ -12,7 +12,7 @@ Output (committed): crates/eval/tests/fixtures/metric_references.json
   (ties enter together) are exact.
 - `st_evaluator` cases: whole `CrossEncoderRerankingEvaluator` runs on "documents" samples
   (base and reranked, `always_rerank_positives` true and false, a query with no positive among
-  its candidates) with a stand-in model whose scores come from a table.
+  its candidates, a candidate list that repeats its positive) with a stand-in model whose scores come from a table.
 - `trec` cases: pytrec_eval (pytrec-eval-terrier, the trec_eval 9 C code) on graded qrels:
   `ndcg_cut_10`, `recall_100`, `map_cut_100` on the full run and `recip_rank` on the run cut
   to its top 10 in trec_eval order (score descending, doc id descending). Cases: ties (broken by
@@ -101,11 +101,14 @@ def st_evaluator_cases():
         {"query": "q2", "positive": ["d5"], "documents": ["d6", "d7", "d8"]},
         # all candidates relevant
         {"query": "q3", "positive": ["d1", "d3"], "documents": ["d3", "d1"]},
+        # a candidate list that repeats its positive (counted twice, as Python does)
+        {"query": "q4", "positive": ["d4"], "documents": ["d4", "d5", "d4"]},
     ]
     table = {
         "q1": {"d1": 0.2, "d2": 0.7, "d3": 0.9, "d4": 0.1, "d9": 0.8},
         "q2": {"d5": 0.4, "d6": 0.6, "d7": 0.3, "d8": 0.5},
         "q3": {"d1": 0.9, "d3": 0.2},
+        "q4": {"d4": 0.3, "d5": 0.6},
     }
     out = []
     for always in (True, False):

@@ -10,9 +10,45 @@ line in the run file; `tantivy-rerank eval` scores it 0, so pass its report's `q
 """
 
 import argparse
-import csv
+import math
+import re
 
 import pytrec_eval
+
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
+def read_qrels(path):
+    """The qrels formats `tantivy-rerank eval` reads, with the same rules: BEIR TSV
+    (query-id, corpus-id, score; a header on line 1 only if its score is not a number) or TREC
+    (qid iter docid rel, whitespace separated); integer grades, `1.0` included; the last of
+    repeated judgements wins. Anything else stops with the file and line."""
+    qrels = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            tab = line.split("\t")
+            if len(tab) == 3:
+                qid, did, grade = (c.strip() for c in tab)
+            elif len(line.split()) == 4:
+                qid, _, did, grade = line.split()
+            else:
+                raise SystemExit(f"{path}:{line_no}: expected 3 tab-separated columns or 4 TREC columns")
+            # Rust's f64 syntax: no `_` separators or surrounding spaces, which float() allows.
+            if not NUMBER.fullmatch(grade):
+                if line_no == 1:
+                    continue  # header
+                raise SystemExit(f"{path}:{line_no}: relevance grade `{grade}` is not an integer")
+            value = float(grade)
+            if not math.isfinite(value) or value != int(value):
+                raise SystemExit(f"{path}:{line_no}: relevance grade `{grade}` is not an integer")
+            if not qid or not did:
+                raise SystemExit(f"{path}:{line_no}: empty query or document id")
+            qrels.setdefault(qid, {})[did] = int(value)
+    return qrels
 
 
 def main():
@@ -21,12 +57,7 @@ def main():
     ap.add_argument("run")
     ap.add_argument("--queries", type=int, help="queries evaluated (report.json's `queries`); those without a line in the run count 0")
     args = ap.parse_args()
-    qrels = {}
-    with open(args.qrels) as f:
-        for row in csv.reader(f, delimiter="\t"):
-            if len(row) != 3 or not row[2].strip().lstrip("-").isdigit():
-                continue
-            qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+    qrels = read_qrels(args.qrels)
     run = {}
     with open(args.run) as f:
         for line in f:
@@ -37,6 +68,8 @@ def main():
     top10 = {q: dict(sorted(d.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:10]) for q, d in run.items()}
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     n = len(full)
+    if n == 0 and not args.queries:
+        raise SystemExit(f"no query of {args.run} has judgements in {args.qrels}")
     if args.queries is not None:
         if args.queries < n:
             raise SystemExit(f"--queries {args.queries} is fewer than the {n} judged queries in the run")

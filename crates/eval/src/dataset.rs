@@ -199,14 +199,18 @@ pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
         }
     }
     let mut issues = DataIssues::default();
-    let corpus = read_jsonl(&corpus_path, "document", |id, v| Document {
-        id,
-        title: text_field(v, "title"),
-        text: text_field(v, "text"),
+    let corpus = read_jsonl(&corpus_path, "document", |id, v| {
+        Ok(Document {
+            id,
+            title: text_field(v, "title")?,
+            text: text_field(v, "text")?,
+        })
     })?;
-    let queries = read_jsonl(&queries_path, "query", |id, v| Query {
-        id,
-        text: text_field(v, "text"),
+    let queries = read_jsonl(&queries_path, "query", |id, v| {
+        Ok(Query {
+            id,
+            text: text_field(v, "text")?,
+        })
     })?;
     let qrels = read_qrels(&qrels_path, &mut issues)?;
     let name = dir
@@ -226,11 +230,27 @@ pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
     Ok(ds)
 }
 
-fn text_field(v: &serde_json::Map<String, Value>, key: &str) -> String {
+/// A text field: a string, or empty when absent or null. Anything else is an error message
+/// (indexing `["a","b"]` or `3` as text would silently skew the evaluation).
+fn text_field(v: &serde_json::Map<String, Value>, key: &str) -> Result<String, String> {
     match v.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Null) | None => Ok(String::new()),
+        Some(other) => Err(format!(
+            "field `{key}` must be a string or null, got {}",
+            json_kind(other)
+        )),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -238,7 +258,7 @@ fn text_field(v: &serde_json::Map<String, Value>, key: &str) -> String {
 fn read_jsonl<T>(
     path: &Path,
     kind: &'static str,
-    make: impl Fn(String, &serde_json::Map<String, Value>) -> T,
+    make: impl Fn(String, &serde_json::Map<String, Value>) -> Result<T, String>,
 ) -> Result<Vec<T>> {
     let file = File::open(path).map_err(EvalError::io(path))?;
     let mut out = Vec::new();
@@ -270,7 +290,20 @@ fn read_jsonl<T>(
         };
         let id = match map.get("_id") {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(
+                other @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_)),
+            ) => {
+                return Err(EvalError::Malformed {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    column: 1,
+                    message: format!(
+                        "field `_id` must be a string or an integer, got {} ({other})",
+                        json_kind(other)
+                    ),
+                })
+            }
             _ => {
                 return Err(EvalError::MissingField {
                     path: path.to_path_buf(),
@@ -279,6 +312,20 @@ fn read_jsonl<T>(
                 })
             }
         };
+        // The index holds each id as one tantivy term: refuse here, with the line, what it
+        // would refuse later without one.
+        if id.is_empty() || id.len() > tantivy_rerank_search::MAX_ID_BYTES {
+            return Err(EvalError::Malformed {
+                path: path.to_path_buf(),
+                line: line_no,
+                column: 1,
+                message: format!(
+                    "field `_id` is {} bytes long; ids are 1 to {} bytes",
+                    id.len(),
+                    tantivy_rerank_search::MAX_ID_BYTES
+                ),
+            });
+        }
         if let Some(&first_line) = seen.get(&id) {
             return Err(EvalError::DuplicateId {
                 path: path.to_path_buf(),
@@ -289,7 +336,13 @@ fn read_jsonl<T>(
             });
         }
         seen.insert(id.clone(), line_no);
-        out.push(make(id, &map));
+        let record = make(id, &map).map_err(|message| EvalError::Malformed {
+            path: path.to_path_buf(),
+            line: line_no,
+            column: 1,
+            message,
+        })?;
+        out.push(record);
     }
     Ok(out)
 }
@@ -341,8 +394,10 @@ pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
                 .map(|g| g as i64)
         });
         let Some(g) = parsed else {
-            if line_no == 1 {
-                continue; // header
+            // A header names its columns; a number that is not an integer is a bad grade,
+            // on line 1 as anywhere else.
+            if line_no == 1 && grade.parse::<f64>().is_err() {
+                continue;
             }
             return Err(malformed(
                 grade_col,

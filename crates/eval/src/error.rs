@@ -181,6 +181,16 @@ pub enum EvalError {
         /// What is wrong.
         reason: String,
     },
+    /// A query or document id cannot go into a whitespace-separated TREC run file.
+    #[error("{path}: {kind} id `{id}` cannot be written to a TREC run: it is empty or contains whitespace")]
+    UnwritableId {
+        /// The run file.
+        path: PathBuf,
+        /// `query` or `document`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
     /// Serialising the report failed.
     #[error("writing JSON to {path}: {source}")]
     Json {

@@ -186,9 +186,15 @@ pub fn evaluate_pipeline(
     reranker: Option<&dyn Reranker>,
     options: &PipelineOptions,
 ) -> Result<PipelineReport> {
-    if options.top_k == 0 {
+    let zero = [
+        ("top_k", options.top_k == 0),
+        ("max_queries", options.max_queries == Some(0)),
+        // With a reranker, a window of 0 would report BM25 as the reranked system.
+        ("window", reranker.is_some() && options.window == 0),
+    ];
+    if let Some((option, _)) = zero.into_iter().find(|(_, bad)| *bad) {
         return Err(EvalError::InvalidOption {
-            option: "top_k",
+            option,
             value: "0".into(),
             reason: "must be at least 1",
         });

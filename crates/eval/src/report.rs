@@ -100,6 +100,20 @@ impl EvalReport {
                     "pipeline mode (trec_eval measures), model {}",
                     model.as_deref().unwrap_or("none (BM25 only)")
                 );
+                // The measures keep their trec_eval names; say when the run is shallower.
+                if let Some(k) = reports.iter().map(|r| r.options.top_k).min() {
+                    if k < 100 {
+                        let also = if k < 10 {
+                            "; so do NDCG@10 and MRR@10"
+                        } else {
+                            ""
+                        };
+                        let _ = writeln!(
+                            s,
+                            "runs are cut at top_k = {k}: Recall@100 and MAP@100 count only those documents{also}"
+                        );
+                    }
+                }
                 let _ = writeln!(
                     s,
                     "{:<20} {:<8} {:>7} {:>8} {:>8} {:>10} {:>8}",
@@ -141,9 +155,19 @@ impl EvalReport {
 
     /// Write `report.json` and one TREC run file per dataset and system
     /// (`<dataset>.<system>.trec`) into `dir` (created). Returns the files written.
+    /// `report.json` comes first, so a run file that cannot be written (an id with
+    /// whitespace) does not lose the report.
     pub fn write_outputs(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).map_err(EvalError::io(dir))?;
-        let mut written = Vec::new();
+        let path = dir.join("report.json");
+        let file = std::fs::File::create(&path).map_err(EvalError::io(&path))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(file), self).map_err(|source| {
+            EvalError::Json {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let mut written = vec![path];
         let runs: Vec<(&str, &crate::Run)> = match self {
             EvalReport::Rerank { report, .. } => report
                 .datasets
@@ -160,15 +184,6 @@ impl EvalReport {
             run.write_trec(&path)?;
             written.push(path);
         }
-        let path = dir.join("report.json");
-        let file = std::fs::File::create(&path).map_err(EvalError::io(&path))?;
-        serde_json::to_writer_pretty(std::io::BufWriter::new(file), self).map_err(|source| {
-            EvalError::Json {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        written.push(path);
         Ok(written)
     }
 }

@@ -178,6 +178,13 @@ pub fn evaluate_rerank(
             reason: "must be at least 1",
         });
     }
+    if options.max_queries == Some(0) {
+        return Err(EvalError::InvalidOption {
+            option: "max_queries",
+            value: "0".into(),
+            reason: "must be at least 1 (leave it unset for every query)",
+        });
+    }
     let reports = datasets
         .iter()
         .map(|ds| evaluate_dataset(ds, reranker, options))
@@ -261,7 +268,12 @@ fn evaluate_dataset(
         let base = if found == 0 {
             StMetrics::default()
         } else {
-            base_rel.extend(std::iter::repeat_n(true, positives.len() - found));
+            // A list that repeats a positive counts it each time, and Python's
+            // `[True] * (positives - found)` is empty when that goes negative.
+            base_rel.extend(std::iter::repeat_n(
+                true,
+                positives.len().saturating_sub(found),
+            ));
             let n = base_rel.len();
             let scores: Vec<f64> = (0..n).map(|i| (n - i) as f64).collect();
             StMetrics::from_tuple(st::compute_metrics(&base_rel, &scores, options.at_k))

@@ -29,6 +29,26 @@ impl Run {
     /// descending, ties by doc id descending) with ranks from 1. Scores are written in the
     /// shortest form that reads back to the same value, so a re-scorer sees the same order.
     pub fn write_trec(&self, path: &Path) -> Result<()> {
+        // trec_eval (and `read_trec`) split columns on whitespace: refuse ids that would shift
+        // them, before the file is created.
+        let unwritable = |id: &str| id.is_empty() || id.contains(char::is_whitespace);
+        for (qid, docs) in &self.queries {
+            let bad = if unwritable(qid) {
+                Some(("query", qid))
+            } else {
+                docs.iter()
+                    .map(|(d, _)| d)
+                    .find(|d| unwritable(d))
+                    .map(|d| ("document", d))
+            };
+            if let Some((kind, id)) = bad {
+                return Err(EvalError::UnwritableId {
+                    path: path.to_path_buf(),
+                    kind,
+                    id: id.clone(),
+                });
+            }
+        }
         let file = std::fs::File::create(path).map_err(EvalError::io(path))?;
         let mut out = BufWriter::new(file);
         let tag: String = self.system.split_whitespace().collect::<Vec<_>>().join("_");
@@ -77,5 +97,30 @@ impl Run {
             run.queries[slot].1.push((cols[2].to_string(), score));
         }
         Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_would_shift_the_columns_are_refused_and_good_ones_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.trec");
+        let mut run = Run::new("bm25");
+        run.queries
+            .push(("q1".into(), vec![("d1".into(), 2.0), ("d 2".into(), 1.0)]));
+        let err = run.write_trec(&path).unwrap_err().to_string();
+        assert!(err.contains("document id `d 2`"), "{err}");
+        assert!(!path.exists(), "no half-written file");
+        run.queries[0].1[1].0 = "d2".into();
+        run.queries.push(("q\t2".into(), vec![]));
+        let err = run.write_trec(&path).unwrap_err().to_string();
+        assert!(err.contains("query id `q\t2`"), "{err}");
+        run.queries.pop();
+        run.write_trec(&path).unwrap();
+        let back = Run::read_trec(&path).unwrap();
+        assert_eq!(back.queries, run.queries);
     }
 }

@@ -88,6 +88,54 @@ fn beir_bad_input_names_file_line_and_column() {
         ),
         "{err}"
     );
+    // Field values that are not text, and float ids, are errors naming the line and field.
+    for (corpus, line, expect) in [
+        (
+            "{\"_id\": \"a\", \"text\": \"x\"}\n{\"_id\": \"b\", \"text\": [\"x\", \"y\"]}\n",
+            2,
+            "field `text` must be a string or null, got an array",
+        ),
+        (
+            "{\"_id\": \"a\", \"title\": 3, \"text\": \"x\"}\n",
+            1,
+            "field `title` must be a string or null, got a number",
+        ),
+        (
+            "{\"_id\": 1.0, \"text\": \"x\"}\n",
+            1,
+            "field `_id` must be a string or an integer",
+        ),
+        (
+            "{\"_id\": \"a\", \"text\": \"x\"}\n{\"_id\": \"\", \"text\": \"x\"}\n",
+            2,
+            "field `_id` is 0 bytes long",
+        ),
+    ] {
+        write_beir(
+            dir,
+            corpus,
+            "{\"_id\": \"q\", \"text\": \"x\"}\n",
+            "q\ta\t1\n",
+        );
+        let err = load_beir(dir, "test").unwrap_err();
+        assert!(
+            matches!(&err, EvalError::Malformed { line: l, .. } if *l == line),
+            "{err}"
+        );
+        assert!(err.to_string().contains(expect), "{err}");
+    }
+    // A fractional grade on line 1 of a headerless file is an error, not a header.
+    write_beir(
+        dir,
+        CORPUS,
+        "{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "q\td1\t1.5\nq\td2\t1\n",
+    );
+    let err = load_beir(dir, "test").unwrap_err();
+    assert!(
+        matches!(&err, EvalError::Malformed { line: 1, .. }),
+        "{err}"
+    );
     // Unknown ids, repeated judgements and empty queries are counted, not fatal.
     write_beir(
         dir,
@@ -158,7 +206,12 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
         let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), opts.top_k);
         assert_eq!(rescored.per_query, sys.per_query, "{}", sys.system);
     }
-    assert!(full.table().contains("NDCG@10"));
+    let table = full.table();
+    assert!(table.contains("NDCG@10"), "{table}");
+    assert!(
+        table.contains("runs are cut at top_k = 10: Recall@100 and MAP@100 count only"),
+        "{table}"
+    );
 }
 
 /// BM25 on SciFact test: the run file re-scores to the same numbers.
@@ -183,4 +236,67 @@ fn scifact_bm25_pipeline() {
     report.systems[0].run.write_trec(&path).expect("write");
     let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), 100);
     assert_eq!(rescored.mean, m);
+}
+
+#[test]
+fn zero_options_are_named_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_beir(
+        tmp.path(),
+        CORPUS,
+        "{\"_id\": \"q1\", \"text\": \"cats\"}\n",
+        "q1\td1\t1\n",
+    );
+    let ds = load_beir(tmp.path(), "test").expect("load");
+    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
+        Ok::<_, std::convert::Infallible>(vec![1.0; t.len()])
+    });
+    let base = PipelineOptions {
+        progress: false,
+        ..Default::default()
+    };
+    for (options, with_model, name) in [
+        (
+            PipelineOptions {
+                top_k: 0,
+                ..base.clone()
+            },
+            false,
+            "top_k",
+        ),
+        (
+            PipelineOptions {
+                max_queries: Some(0),
+                ..base.clone()
+            },
+            false,
+            "max_queries",
+        ),
+        (
+            PipelineOptions {
+                window: 0,
+                ..base.clone()
+            },
+            true,
+            "window",
+        ),
+    ] {
+        let model = with_model.then_some(&reranker as &dyn tantivy_rerank_search::Reranker);
+        match evaluate_pipeline(&ds, model, &options) {
+            Err(EvalError::InvalidOption { option, .. }) => assert_eq!(option, name),
+            other => panic!("{name}: expected InvalidOption, got {:?}", other.err()),
+        }
+    }
+    // BM25 alone has no window to check.
+    let bm25_only = PipelineOptions { window: 0, ..base };
+    assert!(evaluate_pipeline(&ds, None, &bm25_only).is_ok());
+    let options = tantivy_rerank_eval::RerankEvalOptions {
+        max_queries: Some(0),
+        progress: false,
+        ..Default::default()
+    };
+    match tantivy_rerank_eval::evaluate_rerank(&[ds], &reranker, &options) {
+        Err(EvalError::InvalidOption { option, .. }) => assert_eq!(option, "max_queries"),
+        other => panic!("expected InvalidOption, got {:?}", other.err()),
+    }
 }
