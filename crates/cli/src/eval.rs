@@ -42,34 +42,34 @@ pub struct EvalArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// rerank: first-stage candidates reranked per query.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub rerank_k: usize,
     /// rerank: score all positives even when BM25 missed them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub always_rerank_positives: bool,
-    /// pipeline: candidates reranked.
-    #[arg(long, default_value_t = 100)]
+    /// pipeline: candidates reranked (needs --model).
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub window: usize,
     /// pipeline: documents retrieved and scored per query.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub top_k: usize,
     /// pipeline: score documents whole (the model truncates) instead of split into passages.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["passage_length", "passage_stride", "aggregation"])]
     pub no_passages: bool,
     /// pipeline: passage length in model tokens (words for rerankers without a tokenizer).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::at_least_one)]
     pub passage_length: usize,
     /// pipeline: passage stride in model tokens (words for rerankers without a tokenizer).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub passage_stride: usize,
     /// pipeline: passage score aggregation: max, first or mean.
-    #[arg(long, default_value = "max")]
+    #[arg(long, default_value = "max", value_parser = ["max", "first", "mean"])]
     pub aggregation: String,
     /// pipeline: keep (or reuse) the index in this directory instead of a temporary one.
     #[arg(long)]
     pub index_dir: Option<PathBuf>,
     /// Evaluate only the first N queries of each dataset.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     pub max_queries: Option<usize>,
     #[command(flatten)]
     pub model_opts: ModelOptions,
@@ -155,6 +155,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             }
         }
     };
+    // Results first: a failure writing the files must not lose them.
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
     if let Some(dir) = &args.out {
         let files = report
             .write_outputs(dir)
@@ -162,11 +168,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for f in files {
             eprintln!("wrote {}", f.display());
         }
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
     }
     Ok(())
 }

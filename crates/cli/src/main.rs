@@ -6,7 +6,11 @@ mod eval;
 mod score;
 mod search;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -42,12 +46,196 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Score(args) => score::run(args),
         Command::Index(args) => search::index(args),
         Command::Search(args) => search::search(args),
         Command::Eval(args) => eval::run(*args),
         Command::Bench(args) => bench::run(*args),
+    }
+}
+
+/// A count flag of at least 1 (0 would make the command do nothing, or divide by it).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Flags that load and run a model (`score::ModelOptions`).
+const MODEL_FLAGS: &[&str] = &[
+    "revision",
+    "max_length",
+    "batch_size",
+    "truncation",
+    "device",
+    "dtype",
+];
+/// `eval --mode pipeline` flags that only the reranker uses.
+const PIPELINE_RERANK_FLAGS: &[&str] = &[
+    "window",
+    "no_passages",
+    "passage_length",
+    "passage_stride",
+    "aggregation",
+];
+/// `eval` flags of one mode only.
+const PIPELINE_FLAGS: &[&str] = &[
+    "window",
+    "top_k",
+    "no_passages",
+    "passage_length",
+    "passage_stride",
+    "aggregation",
+    "index_dir",
+];
+const RERANK_FLAGS: &[&str] = &["rerank_k", "always_rerank_positives"];
+
+/// Parse the command line, and refuse flags the chosen command would silently ignore.
+fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let Some(problem) = ignored_flag(&cli.command, &matches) else {
+        return Ok(cli);
+    };
+    // Report it with the subcommand's usage line, as clap does for its own errors.
+    let name = matches.subcommand_name().unwrap_or_default();
+    let mut target = command.find_subcommand(name).cloned().unwrap_or(command);
+    Err(target.error(ErrorKind::ArgumentConflict, problem))
+}
+
+fn ignored_flag(command: &Command, matches: &ArgMatches) -> Option<String> {
+    let (_, sub) = matches.subcommand()?;
+    let given = |ids: &[&'static str]| {
+        ids.iter()
+            .copied()
+            .find(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|id| format!("--{}", id.replace('_', "-")))
+    };
+    let without_model = |rerank_flags: &[&'static str], what: &str| {
+        given(rerank_flags)
+            .or_else(|| given(MODEL_FLAGS))
+            .map(|flag| format!("{flag} needs --model (without it, {what} is BM25 only)"))
+    };
+    match command {
+        Command::Search(a) if a.model.is_none() => without_model(&["window"], "search"),
+        Command::Eval(a) => {
+            let (other_mode, other_flags) = match a.mode {
+                eval::Mode::Rerank => ("pipeline", PIPELINE_FLAGS),
+                eval::Mode::Pipeline => ("rerank", RERANK_FLAGS),
+            };
+            if let Some(flag) = given(other_flags) {
+                return Some(format!("{flag} applies to --mode {other_mode} only"));
+            }
+            match (a.mode, &a.model) {
+                (eval::Mode::Rerank, None) => Some("--mode rerank needs --model".into()),
+                (eval::Mode::Pipeline, None) => {
+                    without_model(PIPELINE_RERANK_FLAGS, "the pipeline")
+                }
+                (_, Some(_)) => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &str) -> Result<Cli, String> {
+        parse_cli(std::iter::once("tantivy-rerank").chain(args.split_whitespace()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_a_command_would_ignore_are_refused() {
+        for (args, expect) in [
+            ("search --index i q --window 5", "--window needs --model"),
+            ("search --index i q --device cpu", "--device needs --model"),
+            (
+                "search --index i q --batch-size 8",
+                "--batch-size needs --model",
+            ),
+            ("eval --dataset d --window 5", "--window needs --model"),
+            ("eval --dataset d --dtype f32", "--dtype needs --model"),
+            (
+                "eval --dataset d --rerank-k 5",
+                "--rerank-k applies to --mode rerank only",
+            ),
+            (
+                "eval --dataset d --no-passages",
+                "--no-passages needs --model",
+            ),
+            (
+                "eval --dataset d --aggregation mean",
+                "--aggregation needs --model",
+            ),
+            (
+                "eval --dataset d --mode rerank",
+                "--mode rerank needs --model",
+            ),
+            (
+                "eval --dataset d --mode rerank --batch-size 8",
+                "--mode rerank needs --model",
+            ),
+            (
+                "eval --dataset d --mode rerank --model m --top-k 5",
+                "--top-k applies to --mode pipeline only",
+            ),
+            (
+                "eval --dataset d --mode rerank --model m --aggregation mean",
+                "--aggregation applies to --mode pipeline only",
+            ),
+            (
+                "eval --dataset d --no-passages --passage-length 50",
+                "cannot be used with",
+            ),
+            (
+                "eval --dataset d --aggregation maxx",
+                "invalid value 'maxx'",
+            ),
+            ("search --index i q --top 0", "must be at least 1"),
+            ("eval --dataset d --max-queries 0", "must be at least 1"),
+            (
+                "index --corpus c --index i --memory-mb 0",
+                "must be at least 1",
+            ),
+        ] {
+            let err = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args}: accepted"));
+            assert!(err.contains(expect), "{args}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_that_apply_are_accepted() {
+        for args in [
+            "search --index i q",
+            "search --index i q --top 3",
+            "search --index i q --model m --window 5 --device cpu",
+            "eval --dataset d",
+            "eval --dataset d --top-k 10 --max-queries 5",
+            "eval --dataset d --model m --top-k 10 --no-passages",
+            "eval --dataset d --model m --window 5 --aggregation first",
+            "eval --dataset d --mode rerank --model m --rerank-k 5 --max-queries 3",
+            "index --corpus c --index i --memory-mb 64",
+        ] {
+            assert!(parse(args).is_ok(), "{args}: {:?}", parse(args).err());
+        }
     }
 }

@@ -28,10 +28,10 @@ pub struct ModelOptions {
     #[arg(long)]
     pub revision: Option<String>,
     /// Maximum tokens per pair (default: what the model and tokenizer allow).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::at_least_one)]
     pub max_length: Option<usize>,
     /// Pairs per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::at_least_one)]
     pub batch_size: usize,
     /// Truncation strategy: longest_first or only_second.
     #[arg(long, default_value = "longest_first")]

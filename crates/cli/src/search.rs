@@ -31,7 +31,7 @@ pub struct IndexArgs {
     #[arg(long, default_value = "text")]
     pub body_field: String,
     /// IndexWriter memory budget in MB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::at_least_one)]
     pub memory_mb: usize,
 }
 
@@ -40,7 +40,10 @@ pub fn index(args: IndexArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening index {}", args.index.display()))?;
     let options = ImportOptions {
         skip_bad_lines: args.skip_bad_lines,
-        memory_budget_bytes: args.memory_mb << 20,
+        memory_budget_bytes: args
+            .memory_mb
+            .checked_mul(1 << 20)
+            .with_context(|| format!("--memory-mb {} is too large", args.memory_mb))?,
         ..Default::default()
     };
     let mapping = FieldMapping {
@@ -80,11 +83,11 @@ pub struct SearchArgs {
     /// Reranker: a cross-encoder or embedding-model directory, or a Hub id. Without it: BM25 only.
     #[arg(long)]
     pub model: Option<String>,
-    /// Candidates reranked.
-    #[arg(long, default_value_t = 100)]
+    /// Candidates reranked (needs --model).
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub window: usize,
     /// Hits returned.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     pub top: usize,
     /// Print the results as JSON.
     #[arg(long)]
