@@ -7,8 +7,9 @@
 //!
 //! CORPUS is a BEIR folder (`corpus.jsonl`), a JSONL file, or a folder of `.txt`/`.md` files;
 //! default `data/squad-articles` (48 whole Wikipedia articles) in the shared data folder:
-//! `$TANTIVY_RERANK_SHARED`, or `shared/` beside the project root. The index goes to the
-//! project's `index-data/`, whichever folder the example runs from. The model is a local
+//! `$TANTIVY_RERANK_SHARED` (a relative value, like any path argument, from the current
+//! folder), or `shared/` beside the project root. The index goes to the project's
+//! `index-data/`, whichever folder the example runs from. The model is a local
 //! cross-encoder or embedding-model directory (`--model` or `$TANTIVY_RERANK_MODEL`); without
 //! one the example runs BM25 only and says so.
 
