@@ -39,7 +39,7 @@ pub struct ModelOptions {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// f32, f16 or bf16 (default: bf16 on CUDA, f32 on CPU).
+    /// f32, f16 or bf16 (default: bf16 on CUDA, f16 before compute capability 8.0, f32 on CPU).
     #[arg(long)]
     pub dtype: Option<String>,
 }

@@ -114,12 +114,21 @@ impl Precision {
         }
     }
 
-    /// Default for a device: bf16 on CUDA, f32 on the CPU.
+    /// Default for a device: bf16 on CUDA (f16 before compute capability 8.0, where candle
+    /// has no bf16 kernels: T4, V100), f32 on the CPU.
     pub fn default_for(device: &Device) -> Self {
-        if device.is_cuda() {
-            Precision::Bf16
-        } else {
-            Precision::F32
+        if !device.is_cuda() {
+            return Precision::F32;
+        }
+        match compute_capability(device) {
+            Some((major, _)) if major < 8 => {
+                tracing::info!(
+                    major,
+                    "no bf16 kernels before compute capability 8.0: using f16"
+                );
+                Precision::F16
+            }
+            _ => Precision::Bf16,
         }
     }
 }
@@ -154,6 +163,15 @@ impl DeviceMemory {
     /// The largest sample, in bytes; `None` on devices that cannot report it.
     pub fn peak_bytes(&self) -> Option<u64> {
         self.peak
+    }
+}
+
+/// `(major, minor)` compute capability of a CUDA device.
+fn compute_capability(device: &Device) -> Option<(i32, i32)> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d.cuda_stream().context().compute_capability().ok(),
+        _ => None,
     }
 }
 
