@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
-use crate::batching::{plan_batches, run_with_backoff};
+use crate::batching::{plan_batches, run_with_backoff, TokenBudget};
 use crate::config::ModelConfig;
 use crate::cross_encoder::{
     default_max_batch_tokens, effective_max_length, rank_scores, CrossEncoderOptions, Ranked,
@@ -116,7 +116,7 @@ pub struct BiEncoder {
     normalize: bool,
     max_length: usize,
     batch_size: usize,
-    max_batch_tokens: Option<usize>,
+    max_batch_tokens: TokenBudget,
     device: Device,
     dtype: DType,
     dir: PathBuf,
@@ -201,9 +201,11 @@ impl BiEncoder {
             normalize,
             max_length,
             batch_size: options.batch_size,
-            max_batch_tokens: options
-                .max_batch_tokens
-                .or(Some(default_max_batch_tokens(&device))),
+            max_batch_tokens: TokenBudget::new(
+                options
+                    .max_batch_tokens
+                    .or(Some(default_max_batch_tokens(&device))),
+            ),
             device,
             dtype,
             dir: dir.to_path_buf(),
@@ -278,7 +280,7 @@ impl BiEncoder {
         self.model.check_encodings(encodings)?;
         let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
         let mut out = vec![Vec::new(); encodings.len()];
-        for batch in plan_batches(&lengths, self.batch_size, self.max_batch_tokens) {
+        for batch in plan_batches(&lengths, self.batch_size, self.max_batch_tokens.get()) {
             let mut run = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
                 let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &encodings[i]).collect();
                 let packed = PackedBatch::new(&refs, &self.device, self.dtype)?;
@@ -296,7 +298,7 @@ impl BiEncoder {
                 }
                 Ok(rows)
             };
-            let rows = run_with_backoff(&batch, &mut run)?;
+            let rows = run_with_backoff(&batch, &lengths, &self.max_batch_tokens, &mut run)?;
             for (&i, row) in batch.iter().zip(rows) {
                 out[i] = row;
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::batching::{plan_batches, run_with_backoff};
+use crate::batching::{plan_batches, run_with_backoff, TokenBudget};
 use crate::config::{Family, ModelConfig};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::{EncoderError, Result};
@@ -195,7 +195,7 @@ pub struct CrossEncoder {
     labels: Vec<String>,
     max_length: usize,
     batch_size: usize,
-    max_batch_tokens: Option<usize>,
+    max_batch_tokens: TokenBudget,
     truncation: Truncation,
     device: Device,
     dtype: DType,
@@ -295,7 +295,7 @@ impl CrossEncoder {
             labels,
             max_length,
             batch_size: options.batch_size,
-            max_batch_tokens,
+            max_batch_tokens: TokenBudget::new(max_batch_tokens),
             truncation: options.truncation,
             device,
             dtype,
@@ -350,7 +350,7 @@ impl CrossEncoder {
     }
     /// Token budget per forward pass.
     pub fn max_batch_tokens(&self) -> Option<usize> {
-        self.max_batch_tokens
+        self.max_batch_tokens.get()
     }
     /// Compute dtype of the weights and activations.
     pub fn dtype(&self) -> DType {
@@ -429,19 +429,20 @@ impl CrossEncoder {
         };
         let t = Instant::now();
         let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
-        let batches = plan_batches(&lengths, self.batch_size, self.max_batch_tokens);
+        let batches = plan_batches(&lengths, self.batch_size, self.max_batch_tokens.get());
         stats.sort = t.elapsed();
         let t = Instant::now();
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
         for batch in &batches {
             let mut run = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
-                stats.batches += 1;
                 let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &encodings[i]).collect();
                 let packed = PackedBatch::new(&refs, &self.device, self.dtype)?;
                 let logits = self.model.logits(&packed)?;
-                Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+                let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                stats.batches += 1; // batches that ran, not attempts that ran out of memory
+                Ok(rows)
             };
-            let rows = run_with_backoff(batch, &mut run)?;
+            let rows = run_with_backoff(batch, &lengths, &self.max_batch_tokens, &mut run)?;
             for (&i, row) in batch.iter().zip(rows) {
                 out[i] = row;
             }
