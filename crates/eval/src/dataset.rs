@@ -314,16 +314,12 @@ fn read_jsonl<T>(
         };
         // The index holds each id as one tantivy term: refuse here, with the line, what it
         // would refuse later without one.
-        if id.is_empty() || id.len() > tantivy_rerank_search::MAX_ID_BYTES {
+        if let Some(problem) = tantivy_rerank_search::id_problem(&id) {
             return Err(EvalError::Malformed {
                 path: path.to_path_buf(),
                 line: line_no,
                 column: 1,
-                message: format!(
-                    "field `_id` is {} bytes long; ids are 1 to {} bytes",
-                    id.len(),
-                    tantivy_rerank_search::MAX_ID_BYTES
-                ),
+                message: format!("field `_id` {problem}"),
             });
         }
         if let Some(&first_line) = seen.get(&id) {

@@ -108,7 +108,7 @@ fn beir_bad_input_names_file_line_and_column() {
         (
             "{\"_id\": \"a\", \"text\": \"x\"}\n{\"_id\": \"\", \"text\": \"x\"}\n",
             2,
-            "field `_id` is 0 bytes long",
+            "field `_id` is empty",
         ),
     ] {
         write_beir(

@@ -146,12 +146,8 @@ pub(crate) fn parse_line(
         }
         Some(v) => return Err(invalid(&mapping.id, v)),
     };
-    if id.len() > MAX_ID_BYTES {
-        return Err(malformed(format!(
-            "field `{}` is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
-            mapping.id,
-            id.len()
-        )));
+    if let Some(problem) = id_problem(&id) {
+        return Err(malformed(format!("field `{}` {problem}", mapping.id)));
     }
     let text_of = |field: &str| -> Result<String> {
         match obj.get(field) {
@@ -172,6 +168,21 @@ pub(crate) fn parse_line(
 /// The longest id tantivy indexes as a term; a longer one would be dropped from the id
 /// field (with only a log line), so it could never be found or replaced.
 pub const MAX_ID_BYTES: usize = tantivy::tokenizer::MAX_TOKEN_LEN;
+
+/// Why `id` cannot be a document id (`"is empty"`, or too long for [`MAX_ID_BYTES`]), or
+/// `None` when it can.
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("is empty".into())
+    } else if id.len() > MAX_ID_BYTES {
+        Some(format!(
+            "is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
+            id.len()
+        ))
+    } else {
+        None
+    }
+}
 
 /// Lines parsed per rayon batch.
 const CHUNK: usize = 4096;

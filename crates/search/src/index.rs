@@ -19,7 +19,7 @@ use tantivy::{
 use crate::collector::{Candidates, RerankCollector};
 use crate::error::{abridge, Result, SearchError};
 use crate::import::{
-    read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport, MAX_ID_BYTES,
+    id_problem, read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport,
 };
 use crate::rerank::{rerank_candidates, Candidate, RerankOptions, RerankResults, Timings};
 use crate::reranker::Reranker;
@@ -280,20 +280,10 @@ impl ArticleIndex {
         {
             let writer_ref = &writer;
             let mut sink = |a: Article| -> Result<()> {
-                let problem = if a.id.is_empty() {
-                    Some("it is empty".to_string())
-                } else if a.id.len() > MAX_ID_BYTES {
-                    Some(format!(
-                        "it is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
-                        a.id.len()
-                    ))
-                } else {
-                    None
-                };
-                if let Some(reason) = problem {
+                if let Some(problem) = id_problem(&a.id) {
                     return Err(SearchError::InvalidId {
                         id: abridge(&format!("{:?}", a.id), 60),
-                        reason,
+                        reason: format!("it {problem}"),
                     });
                 }
                 let term = Term::from_field_text(fields.id, &a.id);
