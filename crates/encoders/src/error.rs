@@ -134,13 +134,80 @@ impl EncoderError {
     }
 
     /// True when this error means the device ran out of memory (used by OOM back-off).
+    ///
+    /// Candle passes CUDA failures through as text, so this matches what they print: the
+    /// driver's `CUDA_ERROR_OUT_OF_MEMORY` ("out of memory") and cuBLAS's
+    /// `CUBLAS_STATUS_ALLOC_FAILED` (a matmul whose workspace could not be allocated).
+    ///
+    /// Only the innermost error is read: candle's wrappers add context text and a backtrace,
+    /// and a backtrace names functions (a caller called `retry_out_of_memory` would match).
     pub fn is_out_of_memory(&self) -> bool {
-        match self {
-            EncoderError::Candle(e) => {
-                let msg = e.to_string().to_ascii_lowercase();
-                msg.contains("out of memory") || msg.contains("out_of_memory")
-            }
-            _ => false,
+        let EncoderError::Candle(outer) = self else {
+            return false;
+        };
+        let mut e: &candle_core::Error = outer;
+        loop {
+            e = match e {
+                candle_core::Error::WithBacktrace { inner, .. }
+                | candle_core::Error::Context { inner, .. }
+                | candle_core::Error::WithPath { inner, .. } => inner.as_ref(),
+                _ => break,
+            };
         }
+        let msg = e.to_string().to_ascii_lowercase();
+        [
+            "out of memory",
+            "out_of_memory",
+            "cublas_status_alloc_failed",
+        ]
+        .iter()
+        .any(|needle| msg.contains(needle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints what cudarc's error types print (their `Display` is their `Debug`).
+    #[derive(Debug)]
+    struct CudaText(&'static str);
+
+    impl std::fmt::Display for CudaText {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for CudaText {}
+
+    fn cuda(text: &'static str) -> EncoderError {
+        // Candle boxes CUDA errors and usually adds a backtrace and context around them.
+        let inner = candle_core::Error::Cuda(Box::new(CudaText(text))).bt();
+        EncoderError::Candle(inner.context("matmul"))
+    }
+
+    #[test]
+    fn out_of_memory_is_recognised_from_the_driver_and_from_cublas() {
+        assert!(
+            cuda(r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#).is_out_of_memory()
+        );
+        assert!(cuda("CublasError(CUBLAS_STATUS_ALLOC_FAILED)").is_out_of_memory());
+        assert!(!cuda("CublasError(CUBLAS_STATUS_EXECUTION_FAILED)").is_out_of_memory());
+        assert!(!cuda(
+            r#"DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, "an illegal memory access was encountered")"#
+        )
+        .is_out_of_memory());
+        // Context text (and backtraces, which name functions) around another error is not read.
+        let wrapped = candle_core::Error::Cuda(Box::new(CudaText(
+            "CublasError(CUBLAS_STATUS_EXECUTION_FAILED)",
+        )))
+        .context("the half batch after an out of memory split");
+        assert!(!EncoderError::Candle(wrapped).is_out_of_memory());
+        let not_candle = EncoderError::InvalidInput {
+            index: 0,
+            reason: "out of memory".into(),
+        };
+        assert!(!not_candle.is_out_of_memory(), "only device errors count");
     }
 }
