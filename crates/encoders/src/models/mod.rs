@@ -166,10 +166,11 @@ pub struct PackedBatch {
     first_token_index: Tensor,
     device: Device,
     dtype: DType,
-    /// Key mask plus sliding window of the local layers, `[batch, 1, max_len, max_len]`, built
-    /// on first use and shared by every local layer of the forward pass (a model's local
-    /// layers share one window; another window is built uncached).
-    windowed_mask: OnceLock<(usize, Tensor)>,
+    /// Sliding window of the local layers, `[1, 1, max_len, max_len]`, built on first use and
+    /// shared by every local layer of the forward pass (a model's local layers share one
+    /// window; another window is built uncached). It is added to the key mask one slice of
+    /// sequences at a time, so no `[batch, 1, max_len, max_len]` mask is ever held.
+    window_mask: OnceLock<(usize, Tensor)>,
     /// `cu_seqlens` as a device tensor for the varlen kernels, copied once per batch instead
     /// of once per layer.
     #[cfg(feature = "flash-attn")]
@@ -222,7 +223,7 @@ impl PackedBatch {
             first_token_index: Tensor::from_vec(first, b, device)?,
             device: device.clone(),
             dtype,
-            windowed_mask: OnceLock::new(),
+            window_mask: OnceLock::new(),
             #[cfg(feature = "flash-attn")]
             cu_seqlens_tensor: OnceLock::new(),
         })
@@ -258,26 +259,34 @@ impl PackedBatch {
             .to_dtype(hidden.dtype())
     }
 
-    /// Additive mask for attention, `[batch, 1, q, k]` broadcastable: key padding, plus a
-    /// sliding window `|i - j| <= half_window` when given.
-    pub(crate) fn attention_mask(&self, half_window: Option<usize>) -> candle_core::Result<Tensor> {
+    /// Additive masks for attention: the key padding of sequences `start..start + len`,
+    /// `[len, 1, 1, max_len]`, plus the sliding window `|i - j| <= half_window` when one is
+    /// given and shorter than the batch, which makes it `[len, 1, max_len, max_len]`.
+    pub(crate) fn attention_mask(
+        &self,
+        start: usize,
+        len: usize,
+        half_window: Option<usize>,
+    ) -> candle_core::Result<Tensor> {
+        let keys = self.key_mask.narrow(0, start, len)?;
         match half_window {
-            Some(w) if w + 1 < self.max_len => {
-                if let Some((cached, mask)) = self.windowed_mask.get() {
-                    if *cached == w {
-                        return Ok(mask.clone());
-                    }
-                }
-                let mask = window_mask(self.max_len, w, self.dtype, &self.device)?
-                    .unsqueeze(0)?
-                    .unsqueeze(0)?
-                    .broadcast_add(&self.key_mask)?;
-                // The first window asked for is kept (`set` fails harmlessly afterwards).
-                let _ = self.windowed_mask.set((w, mask.clone()));
-                Ok(mask)
-            }
-            _ => Ok(self.key_mask.clone()),
+            Some(w) if w + 1 < self.max_len => keys.broadcast_add(&self.window(w)?),
+            _ => Ok(keys),
         }
+    }
+
+    fn window(&self, half_window: usize) -> candle_core::Result<Tensor> {
+        if let Some((cached, mask)) = self.window_mask.get() {
+            if *cached == half_window {
+                return Ok(mask.clone());
+            }
+        }
+        let mask = window_mask(self.max_len, half_window, self.dtype, &self.device)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
+        // The first window asked for is kept (`set` fails harmlessly afterwards).
+        let _ = self.window_mask.set((half_window, mask.clone()));
+        Ok(mask)
     }
 }
 
@@ -399,7 +408,6 @@ fn attention_padded_chunked(
             .contiguous()
     };
     let (q, k, v) = (to_padded(&(q * scale)?)?, to_padded(k)?, to_padded(v)?);
-    let mask = batch.attention_mask(half_window)?; // [b, 1, 1 or l, l]
     let square = l * l;
     if square > i32::MAX as usize {
         candle_core::bail!("attention over {l} tokens exceeds the 2^31 elements of one kernel");
@@ -413,7 +421,7 @@ fn attention_padded_chunked(
     let mut sequences = Vec::with_capacity(b.div_ceil(seq_step));
     for s in (0..b).step_by(seq_step) {
         let sn = seq_step.min(b - s);
-        let mask = mask.narrow(0, s, sn)?;
+        let mask = batch.attention_mask(s, sn, half_window)?; // [sn, 1, 1 or l, l]
         let mut parts = Vec::with_capacity(heads.div_ceil(head_step));
         for h in (0..heads).step_by(head_step) {
             let hn = head_step.min(heads - h);

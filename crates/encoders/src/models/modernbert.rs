@@ -58,6 +58,12 @@ impl Rope {
     }
 
     /// Rotate packed `[n, heads, head_dim]` by the rows from [`Rope::select`].
+    ///
+    /// The rotation runs in the activations' dtype. transformers 5 rotates bf16 activations in
+    /// f32 and rounds once; casting q and k to f32 and back here would add about five times
+    /// their size in memory traffic per layer, and on the random-init fixtures in bf16 on the
+    /// CPU it lowered the largest logit drift only from 3.5e-2 to 3.0e-2 (base) and 8.3e-2 to
+    /// 7.5e-2 (large), with the same Kendall tau.
     fn apply(xs: &Tensor, (cos, sin): &(Tensor, Tensor)) -> candle_core::Result<Tensor> {
         let (n, h, d) = xs.dims3()?;
         candle_nn::rotary_emb::rope_thd(&xs.reshape((1, n, h, d))?, cos, sin)?.reshape((n, h, d))
