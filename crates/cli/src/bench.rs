@@ -74,6 +74,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
+        // More threads than cores only measures the scheduler (and 100,000 of them stall the
+        // machine for minutes before the first pair is scored).
+        if let Ok(cores) = std::thread::available_parallelism() {
+            if n > cores.get() {
+                bail!(
+                    "--threads {n} is more than the {} cores this process may use",
+                    cores.get()
+                );
+            }
+        }
         // candle reads RAYON_NUM_THREADS for its own pool; gemm and our kernels use rayon's.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         rayon::ThreadPoolBuilder::new()
@@ -137,9 +147,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         peak_device_mib: device_peak.peak_bytes().map(mib),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::print_stdout(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
-        print!("{}", table(&report));
+        crate::print_stdout(&table(&report))?;
     }
     Ok(())
 }

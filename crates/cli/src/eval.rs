@@ -36,7 +36,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value = "pipeline")]
     pub mode: Mode,
     /// Reranker: cross-encoder or embedding-model directory, or Hub id (pipeline: optional).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model_spec)]
     pub model: Option<String>,
     /// Qrels split of a BEIR directory.
     #[arg(long, default_value = "test")]
@@ -157,9 +157,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     // Results first: a failure writing the files must not lose them.
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::print_stdout(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
-        print!("{}", report.table());
+        crate::print_stdout(&report.table())?;
     }
     if let Some(dir) = &args.out {
         let files = report

@@ -8,6 +8,8 @@ mod search;
 
 use std::ffi::OsString;
 
+use anyhow::Context;
+
 use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -47,13 +49,38 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
-    match cli.command {
+    let result = match cli.command {
         Command::Score(args) => score::run(args),
         Command::Index(args) => search::index(args),
         Command::Search(args) => search::search(args),
         Command::Eval(args) => eval::run(*args),
         Command::Bench(args) => bench::run(*args),
+    };
+    match result {
+        // The reader went away (`| head`): nothing left to do, and nothing to complain about.
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        other => other,
     }
+}
+
+/// Write `text` to standard output; a failed write (full disk, closed pipe) is an error
+/// instead of `println!`'s panic.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing to standard output")
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| cause.downcast_ref::<serde_json::Error>()?.io_error_kind());
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A count flag of at least 1 (0 would make the command do nothing, or divide by it).
@@ -63,6 +90,19 @@ pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A `--model` value: a model directory or a Hub id, never empty and never a file.
+pub(crate) fn model_spec(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("is empty: give a model directory or a Hub id such as org/name".into());
+    }
+    if std::path::Path::new(s).is_file() {
+        return Err(format!(
+            "{s} is a file: give the directory that holds config.json"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// Flags that load and run a model (`score::ModelOptions`).
@@ -214,11 +254,30 @@ mod tests {
                 "index --corpus c --index i --memory-mb 0",
                 "must be at least 1",
             ),
+            // The test runs in crates/cli, beside this file.
+            ("score --model src/main.rs --input x", "is a file"),
+            ("search --index i q --model src/main.rs", "is a file"),
         ] {
             let err = parse(args)
                 .err()
                 .unwrap_or_else(|| panic!("{args}: accepted"));
             assert!(err.contains(expect), "{args}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_model_is_refused() {
+        for args in [
+            vec!["score", "--model", "", "--input", "x"],
+            vec!["search", "--index", "i", "q", "--model", " "],
+        ] {
+            let err = parse_cli(std::iter::once("tantivy-rerank").chain(args.iter().copied()))
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("is empty")),
+                "{args:?}: {err:?}"
+            );
         }
     }
 

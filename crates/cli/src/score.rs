@@ -14,7 +14,7 @@ use tantivy_rerank_encoders::{
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model directory or Hugging Face Hub id.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model_spec)]
     pub model: String,
     #[command(flatten)]
     pub opts: ModelOptions,
@@ -105,17 +105,24 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
     let mut pairs = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| {
-            format!(
-                "{} line {}: not valid UTF-8 text",
-                args.input.display(),
-                i + 1
-            )
+        let line = line.map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::InvalidData {
+                "not valid UTF-8 text".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow::anyhow!("{} line {}: {what}", args.input.display(), i + 1)
         })?;
+        // Editors on Windows start UTF-8 files with a byte-order mark.
+        let line = if i == 0 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let p: PairLine = serde_json::from_str(&line).with_context(|| {
+        let p: PairLine = serde_json::from_str(line).with_context(|| {
             format!(
                 "{} line {}: expected {{\"query\": ..., \"document\": ...}}",
                 args.input.display(),

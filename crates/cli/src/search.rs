@@ -1,5 +1,6 @@
 //! `tantivy-rerank index` and `tantivy-rerank search`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -81,7 +82,7 @@ pub struct SearchArgs {
     /// The query.
     pub query: String,
     /// Reranker: a cross-encoder or embedding-model directory, or a Hub id. Without it: BM25 only.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::model_spec)]
     pub model: Option<String>,
     /// Candidates reranked (needs --model).
     #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
@@ -106,14 +107,22 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening index {}", args.index.display()))?;
     let Some(model) = &args.model else {
         let hits = index.search_bm25(&args.query, args.top)?;
+        let mut text = String::new();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&hits)?);
+            text = serde_json::to_string_pretty(&hits)? + "\n";
         } else {
             for (i, h) in hits.iter().enumerate() {
-                println!("{:>3}. {:>8.3}  {}  {}", i + 1, h.score, h.id, h.title);
+                let _ = writeln!(
+                    text,
+                    "{:>3}. {:>8.3}  {}  {}",
+                    i + 1,
+                    h.score,
+                    h.id,
+                    h.title
+                );
             }
         }
-        return Ok(());
+        return crate::print_stdout(&text);
     };
     let reranker = load_reranker(model, &args.model_opts)?;
     let options = RerankOptions {
@@ -123,11 +132,12 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
     };
     let results = index.search_reranked(&args.query, reranker.as_ref(), &options)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-        return Ok(());
+        return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
     }
+    let mut text = String::new();
     for (i, h) in results.hits.iter().enumerate() {
-        println!(
+        let _ = writeln!(
+            text,
             "{:>3}. {:>8}  bm25 {:>7.3} (#{})  {}  {}",
             i + 1,
             h.score
@@ -139,6 +149,7 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
             h.title
         );
     }
+    crate::print_stdout(&text)?;
     eprintln!("{}", results.timing_summary());
     Ok(())
 }
