@@ -14,6 +14,9 @@ pub type Candidates = Vec<(Score, DocAddress)>;
 /// fetches stored text and calls the reranker once per query; that step lives outside the
 /// collector because it needs the searcher's doc store and a whole-query batch.
 ///
+/// Any limit is safe, `usize::MAX` included: the buffers are sized by the documents a
+/// segment (or the whole search) can return, never by the limit alone.
+///
 /// ```
 /// use tantivy_rerank_search::RerankCollector;
 /// let collector = RerankCollector::new(100, 10);
@@ -23,18 +26,19 @@ pub type Candidates = Vec<(Score, DocAddress)>;
 pub struct RerankCollector {
     window: usize,
     limit: usize,
-    top_docs: TopDocs,
 }
 
 impl RerankCollector {
     /// Collect `max(window, top_n)` candidates (at least 1).
     pub fn new(window: usize, top_n: usize) -> Self {
         let limit = window.max(top_n).max(1);
-        RerankCollector {
-            window,
-            limit,
-            top_docs: TopDocs::with_limit(limit),
-        }
+        RerankCollector { window, limit }
+    }
+
+    /// A [`TopDocs`] for at most `available` results: tantivy preallocates its limit, so an
+    /// unclamped huge limit would overflow or abort on allocation.
+    fn top_docs(&self, available: usize) -> TopDocs {
+        TopDocs::with_limit(self.limit.min(available).max(1))
     }
 
     /// The rerank window.
@@ -57,7 +61,8 @@ impl Collector for RerankCollector {
         segment_local_id: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
-        self.top_docs.for_segment(segment_local_id, segment)
+        self.top_docs(segment_docs(segment))
+            .for_segment(segment_local_id, segment)
     }
 
     fn requires_scoring(&self) -> bool {
@@ -68,7 +73,8 @@ impl Collector for RerankCollector {
         &self,
         segment_fruits: Vec<<Self::Child as SegmentCollector>::Fruit>,
     ) -> tantivy::Result<Candidates> {
-        self.top_docs.merge_fruits(segment_fruits)
+        let available = segment_fruits.iter().map(Vec::len).sum();
+        self.top_docs(available).merge_fruits(segment_fruits)
     }
 
     fn collect_segment(
@@ -77,6 +83,12 @@ impl Collector for RerankCollector {
         segment_ord: u32,
         reader: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        self.top_docs.collect_segment(weight, segment_ord, reader)
+        self.top_docs(segment_docs(reader))
+            .collect_segment(weight, segment_ord, reader)
     }
+}
+
+/// Live documents of a segment: the most it can contribute.
+fn segment_docs(segment: &SegmentReader) -> usize {
+    usize::try_from(segment.num_docs()).unwrap_or(usize::MAX)
 }

@@ -76,7 +76,7 @@ pub enum SearchError {
         /// What the parser said.
         message: String,
     },
-    /// A JSONL record lacks the id field.
+    /// A JSONL record lacks the id field or the body field.
     #[error("{path}:{line}: missing field `{field}`")]
     MissingField {
         /// The JSONL file.

@@ -27,9 +27,12 @@ pub struct Article {
 pub struct FieldMapping {
     /// Id field (required in every record; a string or an integer).
     pub id: String,
-    /// Title field (optional in records; `None` = no title).
+    /// Title field (optional in records: missing or null is an empty title, and a warning
+    /// is logged when no record of a file has it; `None` = no title).
     pub title: Option<String>,
-    /// Body field (optional in records: missing or null is an empty body).
+    /// Body field (required in every record: a record without it is a
+    /// [`SearchError::MissingField`] naming the line, which `skip_bad_lines` skips; null is
+    /// an empty body).
     pub body: String,
 }
 
@@ -87,8 +90,13 @@ pub struct ImportReport {
     pub docs_replaced: u64,
     /// Malformed JSONL lines skipped (only with `skip_bad_lines`).
     pub bad_lines_skipped: u64,
-    /// `.txt` / `.md` files skipped because they are not UTF-8.
+    /// `.txt` / `.md` files skipped because their text or their path (below the imported
+    /// folder, which becomes the id) is not UTF-8.
     pub non_utf8_files_skipped: u64,
+    /// `.txt` / `.md` entries skipped because they are not regular files: FIFOs, sockets,
+    /// devices, dangling (or unreadable) symbolic links.
+    #[serde(default)]
+    pub irregular_files_skipped: u64,
     /// Wall-clock time of the import, commit included (milliseconds in JSON).
     #[serde(with = "ms")]
     pub elapsed: Duration,
@@ -105,13 +113,21 @@ mod ms {
     }
 }
 
+/// A parsed JSONL record.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub(crate) article: Article,
+    /// Whether the record has the mapping's title field (even as null).
+    pub(crate) has_title: bool,
+}
+
 /// Parse one JSONL line into an article (`Ok(None)` for a blank line).
 pub(crate) fn parse_line(
     raw: &[u8],
     mapping: &FieldMapping,
     path: &Path,
     line: usize,
-) -> Result<Option<Article>> {
+) -> Result<Option<Record>> {
     let malformed = |message: String| SearchError::MalformedLine {
         path: path.to_path_buf(),
         line,
@@ -157,12 +173,24 @@ pub(crate) fn parse_line(
             Some(v) => Err(invalid(field, v)),
         }
     };
-    let title = match &mapping.title {
-        Some(f) => text_of(f)?,
-        None => String::new(),
+    let (title, has_title) = match &mapping.title {
+        Some(f) => (text_of(f)?, obj.contains_key(f)),
+        None => (String::new(), false),
     };
+    // A body field absent from a record is most likely a wrong field name: indexing an
+    // empty document for it would fail silently.
+    if !obj.contains_key(&mapping.body) {
+        return Err(SearchError::MissingField {
+            path: path.to_path_buf(),
+            line,
+            field: mapping.body.clone(),
+        });
+    }
     let body = text_of(&mapping.body)?;
-    Ok(Some(Article { id, title, body }))
+    Ok(Some(Record {
+        article: Article { id, title, body },
+        has_title,
+    }))
 }
 
 /// The longest id tantivy indexes as a term; a longer one would be dropped from the id
@@ -189,6 +217,7 @@ const CHUNK: usize = 4096;
 
 /// Read a JSONL file, calling `sink` for each article in file order. Lines are parsed in
 /// parallel batches. Bad lines fail, or are counted into `bad_lines` with `skip_bad_lines`.
+/// A UTF-8 byte-order mark before the first line is ignored.
 pub(crate) fn read_jsonl(
     path: &Path,
     mapping: &FieldMapping,
@@ -200,6 +229,7 @@ pub(crate) fn read_jsonl(
     let mut reader = BufReader::new(file);
     let mut line_no = 0usize;
     let mut eof = false;
+    let (mut records, mut has_titles) = (0u64, false);
     while !eof {
         let mut chunk: Vec<(usize, Vec<u8>)> = Vec::with_capacity(CHUNK);
         while chunk.len() < CHUNK {
@@ -212,15 +242,22 @@ pub(crate) fn read_jsonl(
                 break;
             }
             line_no += 1;
+            if line_no == 1 && buf.starts_with(UTF8_BOM) {
+                buf.drain(..UTF8_BOM.len());
+            }
             chunk.push((line_no, buf));
         }
-        let parsed: Vec<Result<Option<Article>>> = chunk
+        let parsed: Vec<Result<Option<Record>>> = chunk
             .par_iter()
             .map(|(line, raw)| parse_line(raw, mapping, path, *line))
             .collect();
         for item in parsed {
             match item {
-                Ok(Some(article)) => sink(article)?,
+                Ok(Some(record)) => {
+                    records += 1;
+                    has_titles |= record.has_title;
+                    sink(record.article)?
+                }
                 Ok(None) => {}
                 Err(e) if skip_bad_lines => {
                     tracing::warn!("skipping bad line: {e}");
@@ -230,11 +267,35 @@ pub(crate) fn read_jsonl(
             }
         }
     }
+    if let Some(title) = mapping
+        .title
+        .as_deref()
+        .filter(|_| records > 0 && !has_titles)
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "no record has the title field `{title}`: every title is empty"
+        );
+    }
     Ok(())
 }
 
-/// `.txt` and `.md` files under `root`, recursively, sorted by path.
-fn text_files(root: &Path) -> Result<Vec<PathBuf>> {
+/// The UTF-8 encoding of U+FEFF, which some editors write at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether `path` names a `.txt` or `.md` file.
+fn is_text_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("md"))
+}
+
+/// The regular `.txt` and `.md` files under `root` (directly or through a symbolic link to
+/// a file), recursively, sorted by path. Other `.txt`/`.md` entries are skipped with a
+/// warning: those whose path below `root` is not UTF-8 (it becomes the id, and a lossy
+/// conversion could give two files one id) count into `non_utf8`; FIFOs (reading one could
+/// block forever), sockets, devices and dangling symbolic links count into `irregular`.
+fn text_files(root: &Path, non_utf8: &mut u64, irregular: &mut u64) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -242,19 +303,40 @@ fn text_files(root: &Path) -> Result<Vec<PathBuf>> {
         for entry in entries {
             let entry = entry.map_err(SearchError::io(&dir))?;
             let path = entry.path();
-            // Symbolic links to folders are not followed (as `find` does not): one could loop
-            // back to a parent or index the same files twice under other ids.
             let file_type = entry.file_type().map_err(SearchError::io(&path))?;
-            if file_type.is_symlink() && path.is_dir() {
-                tracing::warn!(link = %path.display(), "not following a symbolic link to a folder");
-            } else if file_type.is_dir() {
+            if file_type.is_dir() {
                 stack.push(path);
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("md"))
-            {
-                out.push(path);
+                continue;
+            }
+            // What a symbolic link points to; `Err` when it is dangling or unreadable.
+            let target = if file_type.is_symlink() {
+                std::fs::metadata(&path).map(|m| m.file_type())
+            } else {
+                Ok(file_type)
+            };
+            // Symbolic links to folders are not followed (as `find` does not): one could
+            // loop back to a parent or index the same files twice under other ids.
+            if target.as_ref().is_ok_and(|t| t.is_dir()) {
+                tracing::warn!(link = %path.display(), "not following a symbolic link to a folder");
+                continue;
+            }
+            if !is_text_name(&path) {
+                continue;
+            }
+            match target {
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping a symbolic link that cannot be followed");
+                    *irregular += 1;
+                }
+                Ok(t) if !t.is_file() => {
+                    tracing::warn!(path = %path.display(), "skipping an entry that is not a regular file");
+                    *irregular += 1;
+                }
+                Ok(_) if path.strip_prefix(root).unwrap_or(&path).to_str().is_none() => {
+                    tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
+                    *non_utf8 += 1;
+                }
+                Ok(_) => out.push(path),
             }
         }
     }
@@ -288,11 +370,13 @@ pub(crate) fn article_from_text(root: &Path, path: &Path, text: String) -> Artic
     }
 }
 
-/// Read every `.txt`/`.md` file under `root`; non-UTF-8 files are skipped with a warning
-/// and counted into `non_utf8`.
+/// Read every regular `.txt`/`.md` file under `root`. Files whose text or name is not
+/// UTF-8 are skipped with a warning and counted into `report.non_utf8_files_skipped`; other
+/// entries that are not regular files into `report.irregular_files_skipped` (see
+/// [`text_files`]).
 pub(crate) fn read_dir(
     root: &Path,
-    non_utf8: &mut u64,
+    report: &mut ImportReport,
     sink: &mut dyn FnMut(Article) -> Result<()>,
 ) -> Result<()> {
     if !root.is_dir() {
@@ -301,13 +385,18 @@ pub(crate) fn read_dir(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
         });
     }
-    for path in text_files(root)? {
+    let files = text_files(
+        root,
+        &mut report.non_utf8_files_skipped,
+        &mut report.irregular_files_skipped,
+    )?;
+    for path in files {
         let bytes = std::fs::read(&path).map_err(SearchError::io(&path))?;
         match String::from_utf8(bytes) {
             Ok(text) => sink(article_from_text(root, &path, text))?,
             Err(_) => {
                 tracing::warn!(path = %path.display(), "skipping file that is not UTF-8");
-                *non_utf8 += 1;
+                report.non_utf8_files_skipped += 1;
             }
         }
     }
@@ -318,7 +407,7 @@ pub(crate) fn read_dir(
 mod tests {
     use super::*;
 
-    fn parse(line: &str) -> Result<Option<Article>> {
+    fn parse(line: &str) -> Result<Option<Record>> {
         parse_line(
             line.as_bytes(),
             &FieldMapping::beir(),
@@ -331,7 +420,8 @@ mod tests {
     fn parses_beir_records() {
         let a = parse(r#"{"_id": "x1", "title": "T", "text": "B", "extra": 1}"#)
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .article;
         assert_eq!(
             a,
             Article {
@@ -340,7 +430,10 @@ mod tests {
                 body: "B".into()
             }
         );
-        let a = parse(r#"{"_id": 42, "text": "B"}"#).unwrap().unwrap();
+        let a = parse(r#"{"_id": 42, "text": "B"}"#)
+            .unwrap()
+            .unwrap()
+            .article;
         assert_eq!((a.id.as_str(), a.title.as_str()), ("42", ""));
         assert!(parse("   \n").unwrap().is_none());
     }
@@ -357,6 +450,26 @@ mod tests {
         assert!(e.contains("`text`") && e.contains("{\"x\":1}"), "{e}");
         assert!(parse("[1]").is_err());
         assert!(parse_line(b"\xff\xfe", &FieldMapping::beir(), Path::new("c"), 1).is_err());
+    }
+
+    #[test]
+    fn body_field_is_required_title_field_is_not() {
+        let e = parse(r#"{"_id": "a", "title": "T", "body": "B"}"#).unwrap_err();
+        assert!(
+            matches!(&e, SearchError::MissingField { line: 7, field, .. } if field == "text"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("c.jsonl:7: missing field `text`"),
+            "{e}"
+        );
+        // A null body is an explicitly empty one.
+        let r = parse(r#"{"_id": "a", "title": "T", "text": null}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.article.body.as_str(), r.has_title), ("", true));
+        let r = parse(r#"{"_id": "a", "text": "B"}"#).unwrap().unwrap();
+        assert_eq!((r.article.title.as_str(), r.has_title), ("", false));
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::Count;
 use tantivy::directory::error::LockError;
-use tantivy::query::{Query, QueryParser, TermQuery};
+use tantivy::query::{EmptyQuery, Query, QueryParser, QueryParserError, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{
     doc, DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
@@ -190,6 +190,19 @@ impl ArticleIndex {
         self.reader.searcher().num_docs()
     }
 
+    /// True when a live document has the id `id`.
+    pub fn contains_id(&self, id: &str) -> Result<bool> {
+        let query = TermQuery::new(
+            Term::from_field_text(self.fields.id, id),
+            IndexRecordOption::Basic,
+        );
+        let live = self
+            .searcher()
+            .search(&query, &Count)
+            .map_err(SearchError::tantivy(format!("looking up id `{id}`")))?;
+        Ok(live > 0)
+    }
+
     /// First-stage options.
     pub fn query_options(&self) -> QueryOptions {
         self.query_options
@@ -238,16 +251,17 @@ impl ArticleIndex {
 
     /// Import every `.txt` and `.md` file under `dir` (recursively). Title: the first
     /// markdown `# ` heading, else the file name without extension; id: the path relative
-    /// to `dir`. Files that are not UTF-8 are skipped with a warning and counted.
+    /// to `dir`. Files whose text or path below `dir` is not UTF-8 are skipped with a
+    /// warning and counted; so are entries that are not regular files (FIFOs, sockets,
+    /// devices, dangling symbolic links). Symbolic links to files are read, links to
+    /// folders are not followed.
     pub fn import_dir(
         &self,
         dir: impl AsRef<Path>,
         options: &ImportOptions,
     ) -> Result<ImportReport> {
         let dir = dir.as_ref();
-        self.import_with(options, |sink, report| {
-            read_dir(dir, &mut report.non_utf8_files_skipped, sink)
-        })
+        self.import_with(options, |sink, report| read_dir(dir, report, sink))
     }
 
     /// Import articles from an iterator.
@@ -331,6 +345,7 @@ impl ArticleIndex {
             replaced = report.docs_replaced,
             bad_lines = report.bad_lines_skipped,
             non_utf8 = report.non_utf8_files_skipped,
+            irregular = report.irregular_files_skipped,
             secs = report.elapsed.as_secs_f64(),
             "import committed"
         );
@@ -365,8 +380,14 @@ impl ArticleIndex {
 
     // ---------------------------------------------------------------- search
 
-    /// Parse `query` leniently (syntax errors are logged at debug and never fail). `None`
-    /// for an empty or whitespace-only query.
+    /// Parse `query` leniently (syntax errors are logged at debug and never fail).
+    ///
+    /// `None` (no hits) for a query with no searchable terms: empty, whitespace, or words
+    /// that the analyzer removes entirely (stop words such as `the` or `is it`, or stray
+    /// operators such as `AND OR NOT`). A query of only negative clauses (`-cats`) matches
+    /// every document without those terms, as tantivy's parser does; one whose negated terms
+    /// are all removed (`-the`) has nothing to search and is `None` too. An explicit `*`
+    /// still matches every document.
     pub fn parse_query(&self, query: &str) -> Option<Box<dyn Query>> {
         if query.trim().is_empty() {
             return None;
@@ -396,11 +417,26 @@ impl ArticleIndex {
         if !errors.is_empty() {
             tracing::debug!(query, ?errors, "query syntax errors ignored");
         }
+        // When no positive clause is left (every term was analyzed away, or only negative
+        // clauses were given), tantivy adds a match-all clause and reports
+        // `AllButQueryForbidden`. With no term at all left to include or exclude, that
+        // match-all would be the whole query: every document, each scored 1. (When nothing
+        // at all is left, the parser returns an `EmptyQuery` instead.)
+        let match_all_added = errors
+            .iter()
+            .any(|e| matches!(e, QueryParserError::AllButQueryForbidden));
+        let mut has_term = false;
+        q.query_terms(&mut |_, _| has_term = true);
+        if !has_term && (match_all_added || q.is::<EmptyQuery>()) {
+            tracing::debug!(query, "no searchable terms in the query: no hits");
+            return None;
+        }
         Some(q)
     }
 
     /// Retrieve the first-stage top `limit` `(bm25, address)` of `query` with a
-    /// [`RerankCollector`] on `searcher`.
+    /// [`RerankCollector`] on `searcher`. Any `limit` is safe: past the number of documents
+    /// it returns them all.
     pub fn retrieve(
         &self,
         searcher: &Searcher,
@@ -445,21 +481,21 @@ impl ArticleIndex {
             .collect()
     }
 
-    /// BM25 top `k` of `query` with stored text. Empty query: no hits.
+    /// BM25 top `k` of `query` with stored text. A query with no searchable terms (see
+    /// [`ArticleIndex::parse_query`]) has no hits; any `k` is safe.
     pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Candidate>> {
         let (searcher, top) = self.top_docs(query, k)?;
         self.fetch(&searcher, &top)
     }
 
-    /// BM25 top `k` addresses of `query` (none for an empty query or `k == 0`).
+    /// BM25 top `k` addresses of `query` (none for a query with no searchable terms or
+    /// `k == 0`).
     fn top_docs(&self, query: &str, k: usize) -> Result<(Searcher, Candidates)> {
         let searcher = self.reader.searcher();
         let Some(q) = self.parse_query(query).filter(|_| k > 0) else {
             return Ok((searcher, Vec::new()));
         };
-        let top = searcher
-            .search(&q, &TopDocs::with_limit(k))
-            .map_err(SearchError::tantivy("BM25 search"))?;
+        let top = self.retrieve(&searcher, &q, k)?;
         Ok((searcher, top))
     }
 
@@ -484,7 +520,8 @@ impl ArticleIndex {
     }
 
     /// Retrieve with BM25, rerank the first `options.window` candidates with one
-    /// `reranker` call, and return the top `options.top_n`. Empty query: no hits.
+    /// `reranker` call, and return the top `options.top_n`. A query with no searchable
+    /// terms (see [`ArticleIndex::parse_query`]) has no hits and calls no reranker.
     pub fn search_reranked(
         &self,
         query: &str,

@@ -277,3 +277,240 @@ fn tiny_memory_budget_rejected() {
         "{err}"
     );
 }
+
+fn animals(schema: &SchemaOptions) -> (tempfile::TempDir, ArticleIndex) {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = ArticleIndex::create(tmp.path(), schema).unwrap();
+    let docs = [
+        ("1", "Cats", "Cats purr and sleep all day."),
+        ("2", "Dogs", "Dogs bark at the cats."),
+        ("3", "Birds", "Birds sing in the morning."),
+    ];
+    index
+        .import_articles(
+            docs.map(|(id, title, body)| Article {
+                id: id.into(),
+                title: title.into(),
+                body: body.into(),
+            }),
+            &quiet(),
+        )
+        .unwrap();
+    (tmp, index)
+}
+
+fn ids(hits: &[tantivy_rerank_search::Candidate]) -> Vec<&str> {
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn query_without_searchable_terms_returns_nothing() {
+    for combined_field in [false, true] {
+        let (_tmp, index) = animals(&SchemaOptions {
+            combined_field,
+            ..Default::default()
+        });
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let reranker = tantivy_rerank_search::FnReranker::new(|_q: &str, t: &[&str]| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(vec![0.0; t.len()])
+        });
+        // Stop words and operators only: every term is analyzed away.
+        for q in [
+            "the",
+            "is it",
+            "AND OR NOT",
+            "+the +it",
+            "-the",
+            "-(is it)",
+            "(is it)^2",
+            "title:the",
+            "\"the of\"",
+        ] {
+            assert!(index.search_bm25(q, 10).unwrap().is_empty(), "{q:?}");
+            assert!(index.search_bm25_ids(q, 10).unwrap().is_empty(), "{q:?}");
+            let r = index
+                .search_reranked(q, &reranker, &Default::default())
+                .unwrap();
+            assert!(r.hits.is_empty() && r.candidates == 0, "{q:?}");
+            assert!(index.parse_query(q).is_none(), "{q:?}");
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // Legitimate queries still work: plain, with stop words, phrase, field, NOT-only
+        // (every document without the term) and an explicit `*`.
+        let hits = |q: &str| index.search_bm25(q, 10).unwrap();
+        assert_eq!(ids(&hits("cats")), ["1", "2"]);
+        assert_eq!(ids(&hits("the cats")), ["1", "2"]);
+        assert_eq!(ids(&hits("\"cats purr\"")), ["1"]);
+        assert_eq!(ids(&hits("title:dogs")), ["2"]);
+        assert_eq!(ids(&hits("-cats")), ["3"]);
+        assert_eq!(ids(&hits("the -cats")), ["3"]);
+        assert_eq!(ids(&hits("*")), ["1", "2", "3"]);
+        let r = index
+            .search_reranked("is it cats", &reranker, &Default::default())
+            .unwrap();
+        assert_eq!(r.hits.len(), 2);
+    }
+}
+
+#[test]
+fn any_limit_is_safe() {
+    let (_tmp, index) = animals(&SchemaOptions::default());
+    // tantivy's `TopDocs` preallocates its limit: these used to overflow or abort.
+    for k in [usize::MAX, usize::MAX / 2, 1 << 40] {
+        assert_eq!(ids(&index.search_bm25("cats", k).unwrap()), ["1", "2"]);
+        assert_eq!(index.search_bm25_ids("cats", k).unwrap().len(), 2);
+        let searcher = index.searcher();
+        let q = index.parse_query("cats birds").unwrap();
+        assert_eq!(index.retrieve(&searcher, q.as_ref(), k).unwrap().len(), 3);
+        let all = searcher
+            .search(
+                &tantivy::query::AllQuery,
+                &tantivy_rerank_search::RerankCollector::new(k, k),
+            )
+            .unwrap();
+        assert_eq!(all.len(), 3);
+        let reranker = tantivy_rerank_search::FnReranker::new(|_q: &str, t: &[&str]| {
+            Ok::<_, std::convert::Infallible>(vec![1.0; t.len()])
+        });
+        let options = tantivy_rerank_search::RerankOptions {
+            window: k,
+            top_n: k,
+            ..Default::default()
+        };
+        let r = index.search_reranked("cats", &reranker, &options).unwrap();
+        assert_eq!((r.hits.len(), r.candidates), (2, 2));
+    }
+    // An empty index too.
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
+    assert!(empty.search_bm25("cats", usize::MAX).unwrap().is_empty());
+}
+
+#[test]
+fn jsonl_without_the_body_field_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("c.jsonl");
+    write(
+        &corpus,
+        b"{\"_id\": \"1\", \"title\": \"T\", \"text\": \"apples\"}\n{\"_id\": \"2\", \"text\": null}\n",
+    );
+    let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
+    let mapping = FieldMapping {
+        id: "_id".into(),
+        title: Some("nope".into()),
+        body: "nope".into(),
+    };
+    let err = index.import_jsonl(&corpus, &mapping, &quiet()).unwrap_err();
+    assert!(
+        matches!(&err, SearchError::MissingField { line: 1, field, .. } if field == "nope"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("c.jsonl:1: missing field `nope`"),
+        "{err}"
+    );
+    assert_eq!(index.num_docs(), 0);
+    // --skip-bad-lines skips (and counts) such records like any other bad line.
+    let skip = ImportOptions {
+        skip_bad_lines: true,
+        ..quiet()
+    };
+    let r = index.import_jsonl(&corpus, &mapping, &skip).unwrap();
+    assert_eq!((r.docs_indexed, r.bad_lines_skipped), (0, 2));
+    // A missing title field is fine (empty title), and a null body is an empty body.
+    let mapping = FieldMapping {
+        title: Some("nope".into()),
+        ..FieldMapping::beir()
+    };
+    let r = index.import_jsonl(&corpus, &mapping, &quiet()).unwrap();
+    assert_eq!((r.docs_indexed, r.bad_lines_skipped), (2, 0));
+    let hits = index.search_bm25("apples", 5).unwrap();
+    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("1", ""));
+}
+
+#[test]
+fn jsonl_byte_order_mark_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("bom.jsonl");
+    write(
+        &corpus,
+        b"\xEF\xBB\xBF{\"_id\": \"1\", \"title\": \"T\", \"text\": \"apples\"}\n{\"_id\": \"2\", \"text\": \"pears\"}\n",
+    );
+    let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
+    let r = index.import_beir(&corpus, &quiet()).unwrap();
+    assert_eq!(r.docs_indexed, 2);
+    let hits = index.search_bm25("apples", 5).unwrap();
+    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("1", "T"));
+    // Only at the very start: a BOM inside the file is still malformed JSON.
+    write(
+        &corpus,
+        b"{\"_id\": \"1\", \"text\": \"a\"}\n\xEF\xBB\xBF{\"_id\": \"2\", \"text\": \"b\"}\n",
+    );
+    let err = index.import_beir(&corpus, &quiet()).unwrap_err();
+    assert!(
+        matches!(err, SearchError::MalformedLine { line: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn directory_import_skips_what_it_cannot_read() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    write(&docs.join("good.txt"), b"Volcanoes erupt.\n");
+    // Two names that a lossy conversion would both turn into `n\u{fffd}.txt`.
+    write(
+        &docs.join(OsStr::from_bytes(b"n\xfe.txt")),
+        b"first glacier\n",
+    );
+    write(
+        &docs.join(OsStr::from_bytes(b"n\xff.txt")),
+        b"second glacier\n",
+    );
+    // A dangling symbolic link, and a link to a readable file (read under its own name).
+    std::os::unix::fs::symlink(docs.join("gone.txt"), docs.join("dangling.txt")).unwrap();
+    std::os::unix::fs::symlink(docs.join("good.txt"), docs.join("alias.md")).unwrap();
+    // A FIFO: reading it would block until some process writes to it.
+    let fifo = docs.join("pipe.txt");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success());
+
+    let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
+    let report = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (index, docs) = (&index, &docs);
+        scope.spawn(move || tx.send(index.import_dir(docs, &quiet())));
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(result) => result,
+            Err(_) => {
+                // Unblock the import stuck opening the FIFO, then fail.
+                drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+                panic!("the folder import blocked on a FIFO");
+            }
+        }
+    })
+    .unwrap();
+    assert_eq!(
+        (
+            report.docs_indexed,
+            report.non_utf8_files_skipped,
+            report.irregular_files_skipped
+        ),
+        (2, 2, 2)
+    );
+    let found = index.search_bm25("volcano", 5).unwrap();
+    assert_eq!(ids(&found), ["alias.md", "good.txt"]);
+    assert!(index.search_bm25("glacier", 5).unwrap().is_empty());
+}
