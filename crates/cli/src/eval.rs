@@ -59,13 +59,15 @@ pub struct EvalArgs {
     /// pipeline: passage length in model tokens (words for rerankers without a tokenizer).
     #[arg(long, default_value_t = 200, value_parser = crate::at_least_one)]
     pub passage_length: usize,
-    /// pipeline: passage stride in model tokens (words for rerankers without a tokenizer).
-    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
-    pub passage_stride: usize,
+    /// pipeline: passage stride in model tokens (words for rerankers without a tokenizer);
+    /// default half the passage length.
+    #[arg(long, value_parser = crate::at_least_one)]
+    pub passage_stride: Option<usize>,
     /// pipeline: passage score aggregation: max, first or mean.
     #[arg(long, default_value = "max", value_parser = ["max", "first", "mean"])]
     pub aggregation: String,
-    /// pipeline: keep (or reuse) the index in this directory instead of a temporary one.
+    /// pipeline: keep the index in this directory instead of a temporary one, or reuse the
+    /// index found there (it must hold this dataset's corpus).
     #[arg(long)]
     pub index_dir: Option<PathBuf>,
     /// Evaluate only the first N queries of each dataset.
@@ -83,6 +85,17 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let spec: DatasetSpec = args.dataset.parse()?;
+    // Checked before anything loads.
+    let passages = (!args.no_passages).then(|| PassageOptions {
+        length: args.passage_length,
+        stride: args
+            .passage_stride
+            .unwrap_or((args.passage_length / 2).max(1)),
+        ..Default::default()
+    });
+    if let Some(p) = &passages {
+        p.validate()?;
+    }
     let source = match &args.nanobeir_dir {
         Some(dir) => NanoBeirSource::Dir(dir.clone()),
         None => NanoBeirSource::Hub {
@@ -94,9 +107,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading dataset {}", args.dataset))?;
     for ds in &datasets {
         tracing::info!(dataset = %ds.name, docs = ds.corpus.len(), queries = ds.queries.len(), judged = ds.qrels.len(), "loaded");
-        if !ds.issues.is_clean() {
-            eprintln!("warning: {}: data issues: {:?}", ds.name, ds.issues);
-        }
     }
     let reranker = match &args.model {
         Some(model) => Some(load_reranker(model, &args.model_opts)?),
@@ -134,11 +144,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let options = PipelineOptions {
                 top_k: args.top_k,
                 window: args.window,
-                passages: (!args.no_passages).then_some(PassageOptions {
-                    length: args.passage_length,
-                    stride: args.passage_stride,
-                    ..Default::default()
-                }),
+                passages,
                 aggregation,
                 max_queries: args.max_queries,
                 index_dir: args.index_dir.clone(),

@@ -62,11 +62,12 @@ pub fn index(args: IndexArgs) -> anyhow::Result<()> {
         anyhow::bail!("corpus {} not found", args.corpus.display());
     };
     eprintln!(
-        "indexed {} documents ({} replaced, {} bad lines skipped, {} non-UTF-8 files skipped) in {:.2}s; index {} holds {}",
+        "indexed {} documents ({} replaced, {} bad lines skipped, {} non-UTF-8 and {} unreadable files skipped) in {:.2}s; index {} holds {}",
         report.docs_indexed,
         report.docs_replaced,
         report.bad_lines_skipped,
         report.non_utf8_files_skipped,
+        report.irregular_files_skipped,
         report.elapsed.as_secs_f64(),
         args.index.display(),
         index.num_docs()

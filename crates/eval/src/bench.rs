@@ -130,12 +130,12 @@ impl Workload {
         let judged: Vec<_> = ds
             .queries
             .iter()
-            .filter(|q| ds.qrels.contains_key(&q.id))
+            .filter(|q| ds.qrels.contains_key(&q.id) && !q.text.trim().is_empty())
             .collect();
         if judged.is_empty() {
             return Err(EvalError::EmptyDataset {
                 dataset: ds.name.clone(),
-                reason: "no query has judgements".into(),
+                reason: "no query has both text and judgements".into(),
             });
         }
         let (index, _guard) = crate::pipeline::build_index(ds, index_dir, false)?;
@@ -153,6 +153,12 @@ impl Workload {
             out.push(WorkloadQuery {
                 query: q.text.clone(),
                 passages: hits.into_iter().map(|h| h.text()).collect(),
+            });
+        }
+        if out.iter().all(|q| q.passages.is_empty()) {
+            return Err(EvalError::EmptyDataset {
+                dataset: ds.name.clone(),
+                reason: format!("BM25 retrieved no document for any of the {n} queries"),
             });
         }
         Ok(Self {

@@ -82,6 +82,48 @@ pub struct DataIssues {
     pub examples: Vec<String>,
 }
 
+impl std::fmt::Display for DataIssues {
+    /// One line: the non-zero counts, then the first example.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let counts = [
+            (
+                self.qrels_unknown_query_lines,
+                "qrels lines with an unknown query",
+            ),
+            (
+                self.qrels_unknown_doc_lines,
+                "qrels lines with a document not in the corpus",
+            ),
+            (
+                self.qrels_duplicate_lines,
+                "repeated qrels lines (the last grade wins)",
+            ),
+            (self.empty_queries, "empty queries"),
+            (
+                self.candidates_unknown_queries,
+                "candidate rows with an unknown query (skipped)",
+            ),
+            (
+                self.candidates_unknown_docs,
+                "candidates not in the corpus (dropped)",
+            ),
+        ];
+        let parts: Vec<String> = counts
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if parts.is_empty() {
+            return f.write_str("no data issues");
+        }
+        f.write_str(&parts.join(", "))?;
+        match self.examples.first() {
+            Some(example) => write!(f, "; e.g. {example}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl DataIssues {
     pub(crate) fn note(&mut self, message: impl FnOnce() -> String) {
         if self.examples.len() < 10 {
@@ -171,7 +213,7 @@ impl Dataset {
         }
         self.qrels = kept;
         if !issues.is_clean() {
-            tracing::warn!(dataset = %self.name, ?issues, "data issues");
+            tracing::warn!(dataset = %self.name, "data issues: {issues}");
         }
         self.issues = issues;
     }

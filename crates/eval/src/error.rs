@@ -120,6 +120,15 @@ pub enum EvalError {
         reason: String,
     },
     /// The dataset has nothing to evaluate.
+    #[error("index {path} does not hold the corpus of dataset {dataset}: {reason}; remove it or give another index directory")]
+    IndexMismatch {
+        /// The index directory.
+        path: PathBuf,
+        /// The dataset name.
+        dataset: String,
+        /// What differs.
+        reason: String,
+    },
     #[error("dataset {dataset}: {reason}")]
     EmptyDataset {
         /// The dataset name.

@@ -144,6 +144,7 @@ pub(crate) fn build_index(
     if path.join("meta.json").is_file() {
         let index =
             ArticleIndex::open(&path).map_err(search(format!("opening {}", path.display())))?;
+        check_reused_index(&index, &path, ds)?;
         tracing::info!(dir = %path.display(), docs = index.num_docs(), "reusing index");
         return Ok((index, guard));
     }
@@ -164,6 +165,38 @@ pub(crate) fn build_index(
         )
         .map_err(search(format!("indexing {}", ds.name)))?;
     Ok((index, guard))
+}
+
+/// A reused index must hold `ds`'s corpus: the same number of documents, and the first, middle
+/// and last corpus ids. (Another corpus would give every query zero relevant hits.)
+fn check_reused_index(index: &ArticleIndex, path: &Path, ds: &Dataset) -> Result<()> {
+    let mismatch = |reason: String| EvalError::IndexMismatch {
+        path: path.to_path_buf(),
+        dataset: ds.name.clone(),
+        reason,
+    };
+    let docs = index.num_docs();
+    if docs != ds.corpus.len() as u64 {
+        return Err(mismatch(format!(
+            "it has {docs} documents, the corpus {}",
+            ds.corpus.len()
+        )));
+    }
+    let n = ds.corpus.len();
+    for i in [0, n / 2, n.saturating_sub(1)]
+        .into_iter()
+        .filter(|&i| i < n)
+    {
+        let id = &ds.corpus[i].id;
+        let found = index.contains_id(id).map_err(|source| EvalError::Search {
+            context: format!("checking {}", path.display()),
+            source: Box::new(source),
+        })?;
+        if !found {
+            return Err(mismatch(format!("it has no document `{id}`")));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn progress_bar(enabled: bool, len: u64, name: &str) -> ProgressBar {

@@ -108,6 +108,31 @@ fn dataset_workload_uses_bm25_top_k_of_judged_queries() {
     assert!(Workload::from_dataset(&ds, 0, 4, None).is_err());
 }
 
+/// A dataset whose judged queries are empty, or retrieve nothing, gives an error instead of a
+/// benchmark of zero pairs.
+#[test]
+fn dataset_workload_without_pairs_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_beir(tmp.path());
+    let queries = tmp.path().join("queries.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"_id\": \"q1\", \"text\": \" \"}\n{\"_id\": \"q2\", \"text\": \"\"}\n",
+    )
+    .unwrap();
+    let ds = load_beir(tmp.path(), "test").unwrap();
+    let err = Workload::from_dataset(&ds, 5, 4, None).unwrap_err();
+    assert!(err.to_string().contains("no query has both text"), "{err}");
+    std::fs::write(
+        &queries,
+        "{\"_id\": \"q1\", \"text\": \"zebra\"}\n{\"_id\": \"q2\", \"text\": \"\"}\n",
+    )
+    .unwrap();
+    let ds = load_beir(tmp.path(), "test").unwrap();
+    let err = Workload::from_dataset(&ds, 5, 4, None).unwrap_err();
+    assert!(err.to_string().contains("retrieved no document"), "{err}");
+}
+
 #[test]
 fn workload_file_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -156,6 +156,20 @@ fn beir_bad_input_names_file_line_and_column() {
         "{i:?}"
     );
     assert_eq!(ds.qrels["q1"]["d1"], 2, "last grade wins");
+    let shown = i.to_string();
+    for part in [
+        "1 qrels lines with an unknown query",
+        "1 qrels lines with a document not in the corpus",
+        "1 repeated qrels lines",
+        "1 empty queries",
+        "; e.g. ",
+    ] {
+        assert!(shown.contains(part), "{shown}");
+    }
+    assert!(
+        !shown.contains("candidate"),
+        "zero counts are left out: {shown}"
+    );
     // The empty query scores 0 and is counted.
     let opts = PipelineOptions {
         progress: false,
@@ -211,6 +225,55 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
     assert!(
         table.contains("runs are cut at top_k = 10: Recall@100 and MAP@100 count only"),
         "{table}"
+    );
+}
+
+/// `index_dir` reuses an index only when it holds the dataset's corpus.
+#[test]
+fn a_reused_index_must_hold_the_corpus() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (a, b, index) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("idx"),
+    );
+    let queries = "{\"_id\": \"q1\", \"text\": \"cats\"}\n";
+    write_beir(&a, CORPUS, queries, "q1\td1\t1\n");
+    // Same size, other ids.
+    let other = CORPUS
+        .replace("\"d", "\"e")
+        .replace("\"_id\": 4", "\"_id\": \"e4\"");
+    write_beir(&b, &other, queries, "q1\te1\t1\n");
+    let opts = PipelineOptions {
+        progress: false,
+        index_dir: Some(index.clone()),
+        ..Default::default()
+    };
+    let ds_a = load_beir(&a, "test").expect("a");
+    let first = evaluate_pipeline(&ds_a, None, &opts).expect("builds the index");
+    let again = evaluate_pipeline(&ds_a, None, &opts).expect("reuses it");
+    assert_eq!(
+        format!("{:?}", first.systems[0].per_query),
+        format!("{:?}", again.systems[0].per_query)
+    );
+    let ds_b = load_beir(&b, "test").expect("b");
+    let err = evaluate_pipeline(&ds_b, None, &opts).unwrap_err();
+    assert!(
+        matches!(&err, EvalError::IndexMismatch { .. }) && err.to_string().contains("`e1`"),
+        "{err}"
+    );
+    // A corpus of another size is caught by the count.
+    write_beir(
+        &b,
+        &CORPUS[..CORPUS.rfind("{").unwrap_or(0)],
+        queries,
+        "q1\td1\t1\n",
+    );
+    let ds_c = load_beir(&b, "test").expect("c");
+    let err = evaluate_pipeline(&ds_c, None, &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("has 4 documents, the corpus 3"),
+        "{err}"
     );
 }
 
