@@ -1,8 +1,11 @@
 //! [`BiEncoder`]: texts in, pooled (and normalised) embeddings out; cosine relevance.
 //!
-//! Reads the sentence-transformers layout of a model directory: `sentence_bert_config.json`
-//! (`max_seq_length`), `1_Pooling/config.json` (mean or CLS pooling) and `modules.json`
-//! (whether a `Normalize` module follows).
+//! Reads the sentence-transformers layout of a model directory as sentence-transformers
+//! does: `modules.json` lists the modules (`Transformer`, `Pooling`, optionally `Normalize`;
+//! any other module is an error), the `Pooling` module's `config.json` (usually
+//! `1_Pooling/config.json`) picks mean or CLS pooling, `sentence_bert_config.json` gives
+//! `max_seq_length`. A directory without `modules.json` is a plain transformers model:
+//! mean pooling, not normalised, with a warning (sentence-transformers does the same).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +15,7 @@ use serde::Deserialize;
 use crate::batching::{plan_batches, run_with_backoff, TokenBudget};
 use crate::config::ModelConfig;
 use crate::cross_encoder::{
-    default_max_batch_tokens, effective_max_length, rank_scores, CrossEncoderOptions, Ranked,
+    default_max_batch_tokens, rank_scores, truncating_tokenizer, CrossEncoderOptions, Ranked,
 };
 use crate::device::Precision;
 use crate::error::{EncoderError, Result};
@@ -35,9 +38,12 @@ struct SbertConfig {
     max_seq_length: Option<usize>,
 }
 
-/// sentence-transformers' `1_Pooling/config.json`.
+/// sentence-transformers' `1_Pooling/config.json`: `pooling_mode` (a mode or a list of
+/// modes, written since sentence-transformers 5) or the older `pooling_mode_*` flags.
 #[derive(Deserialize, Default)]
 struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode: Option<serde_json::Value>,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -54,8 +60,45 @@ struct PoolingConfig {
 
 impl PoolingConfig {
     /// The one pooling this crate implements, or an error naming the modes asked for
-    /// (sentence-transformers concatenates several enabled modes; none enabled means mean).
+    /// (sentence-transformers concatenates several modes).
+    ///
+    /// As in sentence-transformers, `pooling_mode` wins over the flags, and a config with
+    /// neither (or with every flag false) means mean pooling: that is followed, with a
+    /// warning.
     fn resolve(&self, path: &Path) -> Result<EmbeddingPooling> {
+        if let Some(mode) = &self.pooling_mode {
+            let invalid = |value: String, reason: &str| EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                field: "pooling_mode".into(),
+                value,
+                reason: reason.into(),
+            };
+            let modes: Vec<&str> = match mode {
+                serde_json::Value::String(m) => vec![m.as_str()],
+                serde_json::Value::Array(list) => list
+                    .iter()
+                    .map(|m| {
+                        m.as_str().ok_or_else(|| {
+                            invalid(mode.to_string(), "expected a mode name or a list of them")
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                other => {
+                    return Err(invalid(
+                        other.to_string(),
+                        "expected a mode name or a list of them",
+                    ))
+                }
+            };
+            return match modes.as_slice() {
+                ["mean"] => Ok(EmbeddingPooling::Mean),
+                ["cls"] => Ok(EmbeddingPooling::Cls),
+                _ => Err(invalid(
+                    modes.join(" + "),
+                    "supported: exactly one of cls, mean",
+                )),
+            };
+        }
         let modes = [
             ("cls_token", self.pooling_mode_cls_token),
             ("mean_tokens", self.pooling_mode_mean_tokens),
@@ -69,7 +112,15 @@ impl PoolingConfig {
         ];
         let on: Vec<&str> = modes.iter().filter(|m| m.1).map(|m| m.0).collect();
         match on.as_slice() {
-            [] | ["mean_tokens"] => Ok(EmbeddingPooling::Mean),
+            [] => {
+                tracing::warn!(
+                    file = %path.display(),
+                    "no pooling mode is switched on (no pooling_mode, every pooling_mode_* \
+                     false or absent): mean pooling, as sentence-transformers reads it"
+                );
+                Ok(EmbeddingPooling::Mean)
+            }
+            ["mean_tokens"] => Ok(EmbeddingPooling::Mean),
             ["cls_token"] => Ok(EmbeddingPooling::Cls),
             _ => Err(EncoderError::InvalidConfig {
                 path: path.to_path_buf(),
@@ -87,6 +138,108 @@ impl PoolingConfig {
 struct ModuleEntry {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+/// The sentence-transformers modules this crate implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StModule {
+    Transformer,
+    Pooling,
+    Normalize,
+}
+
+impl StModule {
+    /// `sentence_transformers.models.Pooling` (the name before sentence-transformers 5) or
+    /// `sentence_transformers.sentence_transformer.modules.pooling.Pooling` (since), etc.
+    fn parse(kind: &str) -> Option<Self> {
+        if !kind.starts_with("sentence_transformers.") {
+            return None;
+        }
+        match kind.rsplit('.').next()? {
+            "Transformer" => Some(StModule::Transformer),
+            "Pooling" => Some(StModule::Pooling),
+            "Normalize" => Some(StModule::Normalize),
+            _ => None,
+        }
+    }
+}
+
+/// What a sentence-transformers directory asks for after the encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StLayout {
+    /// `config.json` of the `Pooling` module; `None` without `modules.json`.
+    pooling_config: Option<PathBuf>,
+    normalize: bool,
+}
+
+/// Read `modules.json`: `Transformer` (stored in the directory itself), `Pooling`, then
+/// optionally `Normalize`. Any other module (`Dense`, `LayerNorm`, custom code, ...) changes
+/// the embeddings in a way this crate does not implement, so it is an error naming the file
+/// and the module type.
+fn read_modules(dir: &Path) -> Result<StLayout> {
+    let path = dir.join("modules.json");
+    let Some(entries) = read_json_opt::<Vec<ModuleEntry>>(&path)? else {
+        tracing::warn!(
+            dir = %dir.display(),
+            "no modules.json: a plain transformers model, embedded with mean pooling and not \
+             normalised, as sentence-transformers does (1_Pooling/config.json is not read)"
+        );
+        return Ok(StLayout {
+            pooling_config: None,
+            normalize: false,
+        });
+    };
+    let mut kinds = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let kind = StModule::parse(&entry.kind).ok_or_else(|| EncoderError::InvalidConfig {
+            path: path.clone(),
+            field: "type".into(),
+            value: entry.kind.clone(),
+            reason: "this sentence-transformers module is not implemented; supported: \
+                     Transformer, Pooling, Normalize"
+                .into(),
+        })?;
+        kinds.push(kind);
+    }
+    let normalize = match kinds.as_slice() {
+        [StModule::Transformer, StModule::Pooling] => false,
+        [StModule::Transformer, StModule::Pooling, StModule::Normalize] => true,
+        _ => {
+            return Err(EncoderError::InvalidConfig {
+                path: path.clone(),
+                field: "modules".into(),
+                value: format!("{kinds:?}"),
+                reason: "expected Transformer, Pooling and optionally Normalize, in that order"
+                    .into(),
+            })
+        }
+    };
+    let transformer = &entries[0].path;
+    if !(transformer.is_empty() || transformer == ".") {
+        return Err(EncoderError::InvalidConfig {
+            path: path.clone(),
+            field: "path".into(),
+            value: transformer.clone(),
+            reason: "the Transformer module must be the model directory itself (path \"\")".into(),
+        });
+    }
+    let pooling_config = dir.join(&entries[1].path).join("config.json");
+    if !pooling_config.is_file() {
+        return Err(EncoderError::MissingFile {
+            what: format!(
+                "{} lists a Pooling module at {:?}, but it has no config.json",
+                path.display(),
+                entries[1].path
+            ),
+            path: pooling_config,
+        });
+    }
+    Ok(StLayout {
+        pooling_config: Some(pooling_config),
+        normalize,
+    })
 }
 
 fn read_json_opt<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -167,6 +320,17 @@ impl BiEncoder {
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
         let family = config.common.family(&config_path)?;
+        // The sentence-transformers files are checked before any weights load.
+        let layout = read_modules(dir)?;
+        let pooling = match &layout.pooling_config {
+            Some(path) => read_json_opt::<PoolingConfig>(path)?
+                .unwrap_or_default()
+                .resolve(path)?,
+            None => EmbeddingPooling::Mean,
+        };
+        let normalize = layout.normalize;
+        let sbert: SbertConfig =
+            read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
         let device = options.device.open()?;
         let dtype = options
             .dtype
@@ -177,23 +341,13 @@ impl BiEncoder {
             tokenizer.check_vocab_fits(vocab_size, &config_path)?;
         }
         let model = Model::load(dir, &config, family, dtype, &device, None)?;
-        let sbert: SbertConfig =
-            read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
-        let pooling_path = dir.join("1_Pooling").join("config.json");
-        let pooling = match read_json_opt::<PoolingConfig>(&pooling_path)? {
-            Some(p) => p.resolve(&pooling_path)?,
-            None => EmbeddingPooling::Mean,
-        };
-        let modules: Option<Vec<ModuleEntry>> = read_json_opt(&dir.join("modules.json"))?;
-        let normalize = modules
-            .map(|m| m.iter().any(|e| e.kind.ends_with("Normalize")))
-            .unwrap_or(true);
-        let max_length = effective_max_length(
+        let (tokenizer, max_length) = truncating_tokenizer(
+            &tokenizer,
             options.max_length.or(sbert.max_seq_length),
-            tokenizer.model_max_length(),
             model.max_position_embeddings(),
+            &config_path,
+            options.truncation,
         )?;
-        let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
         Ok(Self {
             model,
             tokenizer,
@@ -336,5 +490,58 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         0.0
     } else {
         dot / (na * nb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::warnings_of;
+
+    #[test]
+    fn without_modules_json_mean_pooling_unnormalised_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layout, warnings) = warnings_of(|| read_modules(dir.path()));
+        assert_eq!(
+            layout.unwrap(),
+            StLayout {
+                pooling_config: None,
+                normalize: false
+            }
+        );
+        assert!(
+            warnings.len() == 1
+                && warnings[0].contains("no modules.json")
+                && warnings[0].contains("mean pooling"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn pooling_config_without_a_mode_is_mean_with_a_warning() {
+        let path = Path::new("m/1_Pooling/config.json");
+        for json in [
+            r#"{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false}"#,
+            r#"{"word_embedding_dimension": 384}"#,
+        ] {
+            let config: PoolingConfig = serde_json::from_str(json).unwrap();
+            let (pooling, warnings) = warnings_of(|| config.resolve(path));
+            assert_eq!(pooling.unwrap(), EmbeddingPooling::Mean, "{json}");
+            assert!(
+                warnings.len() == 1
+                    && warnings[0].contains("m/1_Pooling/config.json")
+                    && warnings[0].contains("mean pooling"),
+                "{json}: {warnings:?}"
+            );
+        }
+        for json in [
+            r#"{"pooling_mode_mean_tokens": true}"#,
+            r#"{"pooling_mode": "mean"}"#,
+        ] {
+            let config: PoolingConfig = serde_json::from_str(json).unwrap();
+            let (pooling, warnings) = warnings_of(|| config.resolve(path));
+            assert_eq!(pooling.unwrap(), EmbeddingPooling::Mean, "{json}");
+            assert!(warnings.is_empty(), "{json}: {warnings:?}");
+        }
     }
 }

@@ -259,7 +259,13 @@ pub struct ModernBertConfig {
     pub layer_types: Option<Vec<String>>,
     /// transformers 5: RoPE settings, per attention type or flat.
     #[serde(default)]
-    pub rope_parameters: Option<serde_json::Value>,
+    pub rope_parameters: Option<Box<serde_json::Value>>,
+    /// transformers 4's RoPE scaling (`{"rope_type": "linear", "factor": 2.0}`, or `type`
+    /// for `rope_type`); only `null` / default RoPE is supported.
+    /// (This and `rope_parameters` are boxed: they are rarely present, and a small config
+    /// keeps `Model`'s two variants close in size.)
+    #[serde(default)]
+    pub rope_scaling: Option<Box<serde_json::Value>>,
     /// transformers 5 may also write the window as `sliding_window`.
     #[serde(default)]
     pub sliding_window: Option<usize>,
@@ -283,33 +289,86 @@ impl ModernBertConfig {
             value,
             reason: reason.into(),
         };
-        let theta_from_params = |kind: &str| -> Option<f64> {
-            let params = self.rope_parameters.as_ref()?;
-            params
-                .get(kind)
-                .and_then(|p| p.get("rope_theta"))
-                .or_else(|| params.get("rope_theta"))
-                .and_then(serde_json::Value::as_f64)
+        if self.max_position_embeddings == 0 {
+            return Err(invalid(
+                "max_position_embeddings",
+                "0".into(),
+                "must be at least 1 (the size of the RoPE position table)",
+            ));
+        }
+        // The RoPE base of one attention kind and the key it was read from: transformers 5
+        // lets `rope_parameters` (per kind, then flat) win over the older keys.
+        let theta = |kind: &str, legacy_key: &str, legacy: Option<f64>, default: f64| {
+            let from_params = self.rope_parameters.as_deref().and_then(|params| {
+                let nested = params.get(kind).and_then(|p| p.get("rope_theta"));
+                match nested {
+                    Some(v) => Some((format!("rope_parameters.{kind}.rope_theta"), v)),
+                    None => params
+                        .get("rope_theta")
+                        .map(|v| ("rope_parameters.rope_theta".to_string(), v)),
+                }
+            });
+            match from_params {
+                Some((key, v)) => match v.as_f64() {
+                    Some(t) => Ok((key, t)),
+                    None => Err(invalid(&key, v.to_string(), "must be a number")),
+                },
+                None => Ok(match legacy {
+                    Some(t) => (legacy_key.to_string(), t),
+                    None => (format!("{legacy_key} (default)"), default),
+                }),
+            }
         };
-        // transformers 5 lets `rope_parameters` win over the older keys.
-        let global_theta = theta_from_params("full_attention")
-            .or(self.global_rope_theta)
-            .unwrap_or_else(default_global_theta);
-        let local_theta = theta_from_params("sliding_attention")
-            .or(self.local_rope_theta)
-            .unwrap_or_else(default_local_theta);
+        let global_theta = theta(
+            "full_attention",
+            "global_rope_theta",
+            self.global_rope_theta,
+            default_global_theta(),
+        )?;
+        let local_theta = theta(
+            "sliding_attention",
+            "local_rope_theta",
+            self.local_rope_theta,
+            default_local_theta(),
+        )?;
         // Only plain RoPE is implemented; a scaled variant (linear, yarn, ...) would run
-        // silently with the wrong frequencies.
-        if let Some(params) = &self.rope_parameters {
-            let nested = ["full_attention", "sliding_attention"].map(|k| params.get(k));
-            for p in std::iter::once(Some(params)).chain(nested).flatten() {
-                if let Some(kind) = p.get("rope_type").and_then(serde_json::Value::as_str) {
-                    if kind != "default" {
+        // silently with the wrong frequencies. transformers 4 wrote the scaling as
+        // `rope_scaling` and named the kind `type` or `rope_type`; transformers 5 folds
+        // `rope_scaling` into `rope_parameters`.
+        let mut rope_settings: Vec<(String, &serde_json::Value)> = Vec::new();
+        if let Some(params) = self.rope_parameters.as_deref() {
+            rope_settings.push(("rope_parameters".into(), params));
+            for kind in ["full_attention", "sliding_attention"] {
+                if let Some(p) = params.get(kind) {
+                    rope_settings.push((format!("rope_parameters.{kind}"), p));
+                }
+            }
+        }
+        match self.rope_scaling.as_deref() {
+            None | Some(serde_json::Value::Null) => {}
+            Some(scaling @ serde_json::Value::Object(_)) => {
+                rope_settings.push(("rope_scaling".into(), scaling));
+            }
+            Some(other) => {
+                return Err(invalid(
+                    "rope_scaling",
+                    other.to_string(),
+                    "expected null or an object; only default RoPE is supported",
+                ))
+            }
+        }
+        for (name, p) in rope_settings {
+            for key in ["rope_type", "type"] {
+                match p.get(key) {
+                    None | Some(serde_json::Value::Null) => {}
+                    Some(serde_json::Value::String(kind)) if kind == "default" => {}
+                    Some(kind) => {
                         return Err(invalid(
-                            "rope_parameters.rope_type",
-                            kind.to_string(),
-                            "only default RoPE is supported",
-                        ));
+                            &format!("{name}.{key}"),
+                            kind.as_str()
+                                .map_or_else(|| kind.to_string(), str::to_string),
+                            "only default RoPE is supported (no RoPE scaling)",
+                        ))
                     }
                 }
             }
@@ -354,18 +413,32 @@ impl ModernBertConfig {
                 .map(|i| i % self.global_attn_every_n_layers == 0)
                 .collect(),
         };
+        // A base of 0, below 0 or not finite gives NaN or infinite frequencies, and every
+        // score would be NaN: refuse it here, for the kinds of layer the model has.
+        for (used, (key, value)) in [
+            (kinds.iter().any(|&g| g), &global_theta),
+            (kinds.iter().any(|&g| !g), &local_theta),
+        ] {
+            if used && !(value.is_finite() && *value > 0.0) {
+                return Err(invalid(
+                    key,
+                    value.to_string(),
+                    "the RoPE base must be a finite number above 0",
+                ));
+            }
+        }
         Ok(kinds
             .into_iter()
             .map(|global| {
                 if global {
                     LayerAttention {
                         half_window: None,
-                        rope_theta: global_theta,
+                        rope_theta: global_theta.1,
                     }
                 } else {
                     LayerAttention {
                         half_window: Some(half_window),
-                        rope_theta: local_theta,
+                        rope_theta: local_theta.1,
                     }
                 }
             })
@@ -512,15 +585,130 @@ mod tests {
 
     #[test]
     fn modernbert_scaled_rope_is_rejected() {
-        for params in [
-            r#"{"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}"#,
-            r#"{"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "yarn"}}"#,
+        for (params, key, kind) in [
+            (
+                r#"{"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}"#,
+                "rope_parameters.rope_type",
+                "linear",
+            ),
+            (
+                r#"{"full_attention": {"rope_type": "default"}, "sliding_attention": {"rope_type": "yarn"}}"#,
+                "rope_parameters.sliding_attention.rope_type",
+                "yarn",
+            ),
+            (
+                r#"{"type": "dynamic", "factor": 2.0}"#,
+                "rope_parameters.type",
+                "dynamic",
+            ),
         ] {
             let err = modernbert_layers(&format!(r#", "rope_parameters": {params}"#))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("rope_parameters.rope_type"), "{err}");
+            assert!(
+                err.contains(&format!("{key} = {kind}")) && err.contains("config.json"),
+                "{err}"
+            );
         }
+    }
+
+    /// transformers 4's `rope_scaling` (transformers 5 folds it into `rope_parameters` and
+    /// scales the frequencies) is refused like a scaled `rope_parameters`; null, `{}` and the
+    /// default kind are plain RoPE.
+    #[test]
+    fn modernbert_rope_scaling_is_rejected_unless_default() {
+        for (scaling, key, kind) in [
+            (
+                r#"{"rope_type": "linear", "factor": 2.0}"#,
+                "rope_scaling.rope_type",
+                "linear",
+            ),
+            (
+                r#"{"type": "linear", "factor": 2.0}"#,
+                "rope_scaling.type",
+                "linear",
+            ),
+            (
+                r#"{"rope_type": "yarn", "factor": 4.0}"#,
+                "rope_scaling.rope_type",
+                "yarn",
+            ),
+            (
+                r#"{"type": "dynamic", "factor": 2.0}"#,
+                "rope_scaling.type",
+                "dynamic",
+            ),
+            (r#""linear""#, "rope_scaling", "\"linear\""),
+        ] {
+            let err = modernbert_layers(&format!(r#", "rope_scaling": {scaling}"#)).unwrap_err();
+            assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("{key} = {kind}")), "{scaling}: {msg}");
+        }
+        for plain in [
+            "null",
+            "{}",
+            r#"{"rope_type": "default"}"#,
+            r#"{"type": "default"}"#,
+        ] {
+            let layers = modernbert_layers(&format!(r#", "rope_scaling": {plain}"#))
+                .unwrap_or_else(|e| panic!("{plain}: {e}"));
+            assert_eq!(layers[0].rope_theta, 160_000.0, "{plain}");
+        }
+    }
+
+    /// A RoPE base of 0, below 0 or not a number would make every score NaN: refused at
+    /// load, naming the key it was read from.
+    #[test]
+    fn modernbert_bad_rope_theta_is_named() {
+        for (extra, key) in [
+            (r#", "global_rope_theta": 0.0"#, "global_rope_theta = 0"),
+            (
+                r#", "local_rope_theta": -10000.0"#,
+                "local_rope_theta = -10000",
+            ),
+            (
+                r#", "global_rope_theta": 1e308, "local_rope_theta": -1e308"#,
+                "local_rope_theta = -1",
+            ),
+            (
+                r#", "rope_parameters": {"full_attention": {"rope_theta": 0}}"#,
+                "rope_parameters.full_attention.rope_theta = 0",
+            ),
+            (
+                r#", "rope_parameters": {"rope_theta": -1.5}"#,
+                "rope_parameters.rope_theta = -1.5",
+            ),
+            (
+                r#", "rope_parameters": {"sliding_attention": {"rope_theta": "10000"}}"#,
+                "rope_parameters.sliding_attention.rope_theta = \"10000\"",
+            ),
+        ] {
+            let err = modernbert_layers(extra).unwrap_err();
+            assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(key) && msg.contains("config.json"),
+                "{extra}: {msg}"
+            );
+        }
+        // A base no layer uses is left alone (transformers never computes with it).
+        let layers = modernbert_layers(
+            r#", "layer_types": ["full_attention", "full_attention"], "local_rope_theta": 0.0"#,
+        )
+        .unwrap();
+        assert!(layers.iter().all(|l| l.half_window.is_none()));
+    }
+
+    #[test]
+    fn modernbert_zero_positions_is_a_config_error() {
+        let err = modernbert_layers(r#", "max_position_embeddings": 0"#).unwrap_err();
+        assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_position_embeddings = 0") && msg.contains("config.json"),
+            "{msg}"
+        );
     }
 
     #[test]

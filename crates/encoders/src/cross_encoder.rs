@@ -245,6 +245,46 @@ pub(crate) fn effective_max_length(
         .unwrap_or(positions))
 }
 
+/// The tokenizer truncating at the effective maximum length ([`effective_max_length`]).
+///
+/// A limit too small for the special tokens is blamed on where it came from: the user's
+/// option, `max_position_embeddings` in `config_path`, or the tokenizer's `model_max_length`.
+pub(crate) fn truncating_tokenizer(
+    tokenizer: &PairTokenizer,
+    user: Option<usize>,
+    positions: usize,
+    config_path: &Path,
+    truncation: Truncation,
+) -> Result<(PairTokenizer, usize)> {
+    let max_length = effective_max_length(user, tokenizer.model_max_length(), positions)?;
+    let truncating = tokenizer
+        .with_truncation(max_length, truncation)
+        .map_err(|e| {
+            let reason = match &e {
+                EncoderError::InvalidOption { reason, .. } => reason.clone(),
+                _ => return e,
+            };
+            if user == Some(max_length) {
+                e
+            } else if positions == max_length {
+                EncoderError::InvalidConfig {
+                    path: config_path.to_path_buf(),
+                    field: "max_position_embeddings".into(),
+                    value: positions.to_string(),
+                    reason,
+                }
+            } else {
+                EncoderError::InvalidConfig {
+                    path: tokenizer.config_path(),
+                    field: "model_max_length".into(),
+                    value: max_length.to_string(),
+                    reason,
+                }
+            }
+        })?;
+    Ok((truncating, max_length))
+}
+
 impl CrossEncoder {
     /// Load from a local Hugging Face-style directory (`config.json`, weights, tokenizer).
     pub fn from_dir(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
@@ -271,12 +311,13 @@ impl CrossEncoder {
             options.activation,
             options.label_grades.as_ref(),
         )?;
-        let max_length = effective_max_length(
+        let (tokenizer, max_length) = truncating_tokenizer(
+            &tokenizer,
             options.max_length,
-            tokenizer.model_max_length(),
             model.max_position_embeddings(),
+            &config_path,
+            options.truncation,
         )?;
-        let tokenizer = tokenizer.with_truncation(max_length, options.truncation)?;
         let max_batch_tokens = options
             .max_batch_tokens
             .or(Some(default_max_batch_tokens(&device)));

@@ -34,6 +34,9 @@ pub mod models;
 pub mod tokenizer;
 pub mod weights;
 
+#[cfg(test)]
+mod test_support;
+
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};

@@ -16,9 +16,8 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{
-    AddedToken, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::utils::truncation::TruncationError;
+use tokenizers::{AddedToken, Encoding, Tokenizer};
 
 use crate::error::{EncoderError, Result};
 
@@ -129,8 +128,11 @@ pub struct PairTokenizer {
     inner: Tokenizer,
     model_max_length: Option<usize>,
     source: PathBuf,
-    /// Truncation applied by `encode_*` (the inner tokenizer itself never truncates).
-    truncation: Option<TruncationParams>,
+    /// `tokenizer_config.json` (read when it exists).
+    config_path: PathBuf,
+    /// `(max_length, strategy)` applied by `encode_*` (the inner tokenizer itself never
+    /// truncates).
+    truncation: Option<(usize, Truncation)>,
 }
 
 impl std::fmt::Debug for PairTokenizer {
@@ -188,7 +190,7 @@ impl PairTokenizer {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_tokenizer_config(&config_path)?;
         if json.exists() {
-            Self::from_tokenizer_json(&json, &config)
+            Self::from_tokenizer_json(&json, &config, &config_path)
         } else {
             let vocab = dir.join("vocab.txt");
             if !vocab.exists() {
@@ -200,11 +202,15 @@ impl PairTokenizer {
                     ),
                 });
             }
-            Self::from_vocab_with_config(&vocab, &config)
+            Self::from_vocab_with_config(&vocab, &config, &config_path)
         }
     }
 
-    fn from_tokenizer_json(path: &Path, config: &TokenizerConfig) -> Result<Self> {
+    fn from_tokenizer_json(
+        path: &Path,
+        config: &TokenizerConfig,
+        config_path: &Path,
+    ) -> Result<Self> {
         let text = read_utf8(path)?;
         let mut inner = Tokenizer::from_str(&text).map_err(|e| EncoderError::malformed(path, e))?;
         inner.with_padding(None);
@@ -213,8 +219,9 @@ impl PairTokenizer {
             .map_err(|e| EncoderError::malformed(path, e))?;
         Ok(Self {
             inner,
-            model_max_length: model_max_length(config),
+            model_max_length: model_max_length(config, config_path)?,
             source: path.to_path_buf(),
+            config_path: config_path.to_path_buf(),
             truncation: None,
         })
     }
@@ -227,10 +234,14 @@ impl PairTokenizer {
             .map(|p| p.join("tokenizer_config.json"))
             .unwrap_or_else(|| PathBuf::from("tokenizer_config.json"));
         let config = read_tokenizer_config(&config_path)?;
-        Self::from_vocab_with_config(vocab_path, &config)
+        Self::from_vocab_with_config(vocab_path, &config, &config_path)
     }
 
-    fn from_vocab_with_config(vocab_path: &Path, config: &TokenizerConfig) -> Result<Self> {
+    fn from_vocab_with_config(
+        vocab_path: &Path,
+        config: &TokenizerConfig,
+        config_path: &Path,
+    ) -> Result<Self> {
         let text = read_utf8(vocab_path)?;
         let tokens = parse_vocab(&text);
         if tokens.is_empty() {
@@ -291,8 +302,9 @@ impl PairTokenizer {
             .map_err(|e| EncoderError::malformed(vocab_path, e))?;
         Ok(Self {
             inner,
-            model_max_length: model_max_length(config),
+            model_max_length: model_max_length(config, config_path)?,
             source: vocab_path.to_path_buf(),
+            config_path: config_path.to_path_buf(),
             truncation: None,
         })
     }
@@ -305,6 +317,11 @@ impl PairTokenizer {
     /// The file the tokenizer was built from.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// The `tokenizer_config.json` next to it (which may not exist).
+    pub fn config_path(&self) -> PathBuf {
+        self.config_path.clone()
     }
 
     /// Id of a token, if the vocabulary has it.
@@ -328,21 +345,13 @@ impl PairTokenizer {
             });
         }
         let mut copy = self.clone();
-        copy.truncation = Some(TruncationParams {
-            direction: TruncationDirection::Right,
-            max_length,
-            strategy: match truncation {
-                Truncation::LongestFirst => TruncationStrategy::LongestFirst,
-                Truncation::OnlySecond => TruncationStrategy::OnlySecond,
-            },
-            stride: 0,
-        });
+        copy.truncation = Some((max_length, truncation));
         Ok(copy)
     }
 
     /// The maximum length set by [`with_truncation`](Self::with_truncation).
     pub fn max_length(&self) -> Option<usize> {
-        self.truncation.as_ref().map(|t| t.max_length)
+        self.truncation.map(|(max_length, _)| max_length)
     }
 
     /// Check that every id this tokenizer can produce has a row in a model's embedding table
@@ -413,11 +422,23 @@ impl PairTokenizer {
 
     /// Encode one (query, document) pair with special tokens.
     ///
-    /// Each side is tokenised in full, truncated with the `tokenizers` rule, then the
-    /// post-processor adds the special tokens: the same steps as transformers' fast tokenizer.
-    /// (tokenizers 0.23.2's own pipeline stops tokenising each side at `max_length` tokens,
-    /// which makes `longest_first` pick the wrong side when both sides are long.)
+    /// Each side is tokenised in full, cut to the lengths [`pair_lengths`] gives, then the
+    /// post-processor adds the special tokens: the same steps and the same lengths as
+    /// transformers' fast tokenizer. (tokenizers 0.23.2's own pipeline stops tokenising each
+    /// side at `max_length` tokens, which makes `longest_first` pick the wrong side when both
+    /// sides are long; and its `truncate_encodings` keeps every cut-off window as an
+    /// "overflowing" encoding, which the pair post-processor then combines window by window:
+    /// memory and time grow with the product of the two lengths. The cut here keeps no
+    /// overflow, so the cost stays linear in the input.)
     pub fn encode_pair(&self, query: &str, document: &str) -> Result<EncodedPair> {
+        let enc = self.encode_pair_encoding(query, document)?;
+        Ok(EncodedPair {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
+    }
+
+    fn encode_pair_encoding(&self, query: &str, document: &str) -> Result<Encoding> {
         let ctx = || {
             format!(
                 "encoding pair (query of {} bytes, document of {} bytes)",
@@ -434,27 +455,18 @@ impl PairTokenizer {
             .encode_fast(document, false)
             .map_err(|e| Self::tokenizer_error(ctx(), e))?;
         second.set_type_ids(vec![1; second.len()]);
-        let (first, second) = match &self.truncation {
-            Some(params) => {
-                let params = TruncationParams {
-                    max_length: params.max_length - self.added_tokens(true),
-                    ..*params
-                };
-                let (a, b) =
-                    tokenizers::utils::truncation::truncate_encodings(first, Some(second), &params)
-                        .map_err(|e| Self::tokenizer_error(ctx(), e))?;
-                (a, b.unwrap_or_default())
+        let (first, second) = match self.truncation {
+            Some((max_length, strategy)) => {
+                let budget = max_length.saturating_sub(self.added_tokens(true));
+                let (n1, n2) = pair_lengths(first.len(), second.len(), budget, strategy)
+                    .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+                (keep_prefix(first, n1), keep_prefix(second, n2))
             }
             None => (first, second),
         };
-        let enc = self
-            .inner
+        self.inner
             .post_process(first, Some(second), true)
-            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
-        Ok(EncodedPair {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-        })
+            .map_err(|e| Self::tokenizer_error(ctx(), e))
     }
 
     /// Encode one text with special tokens (`[CLS] text [SEP]`).
@@ -464,16 +476,10 @@ impl PairTokenizer {
             .inner
             .encode_fast(text, false)
             .map_err(|e| Self::tokenizer_error(ctx(), e))?;
-        let enc = match &self.truncation {
-            Some(params) => {
-                let params = TruncationParams {
-                    max_length: params.max_length.saturating_sub(self.added_tokens(false)),
-                    strategy: TruncationStrategy::LongestFirst,
-                    ..*params
-                };
-                tokenizers::utils::truncation::truncate_encodings(enc, None, &params)
-                    .map_err(|e| Self::tokenizer_error(ctx(), e))?
-                    .0
+        let enc = match self.truncation {
+            Some((max_length, _)) => {
+                let budget = max_length.saturating_sub(self.added_tokens(false));
+                keep_prefix(enc, budget)
             }
             None => enc,
         };
@@ -516,14 +522,108 @@ impl PairTokenizer {
     }
 }
 
-/// transformers writes `1e30` (VERY_LARGE_INTEGER) when a tokenizer has no limit.
-fn model_max_length(config: &TokenizerConfig) -> Option<usize> {
-    let v = config.model_max_length.as_ref()?.as_f64()?;
-    if v.is_finite() && v > 0.0 && v < 1e12 {
-        Some(v as usize)
-    } else {
-        None
+/// How many tokens of a query of `n1` and a document of `n2` tokens (special tokens not
+/// counted) a pair cut to `budget` tokens keeps: the rule of `tokenizers`'
+/// `truncate_encodings`, which transformers' (fast) tokenizers apply.
+///
+/// `longest_first`: a pair that fits is kept whole; if the shorter side fits in half the
+/// budget it is kept and the longer side gets the rest; otherwise each side gets half, and
+/// the odd token goes to the longer side (to the document when both are equally long).
+/// `only_second`: the document loses what is too much, and must keep at least one token.
+fn pair_lengths(
+    n1: usize,
+    n2: usize,
+    budget: usize,
+    strategy: Truncation,
+) -> std::result::Result<(usize, usize), TruncationError> {
+    if n1 + n2 <= budget {
+        return Ok((n1, n2));
     }
+    match strategy {
+        Truncation::LongestFirst => {
+            let (short, long) = (n1.min(n2), n1.max(n2));
+            let (keep_short, keep_long) = if 2 * short <= budget {
+                (short, budget - short)
+            } else {
+                (budget / 2, budget / 2 + budget % 2)
+            };
+            let keep_long = keep_long.min(long);
+            Ok(if n1 > n2 {
+                (keep_long, keep_short)
+            } else {
+                (keep_short, keep_long)
+            })
+        }
+        Truncation::OnlySecond => {
+            let to_remove = n1 + n2 - budget;
+            if n2 > to_remove {
+                Ok((n1, n2 - to_remove))
+            } else {
+                Err(TruncationError::SequenceTooShort)
+            }
+        }
+    }
+}
+
+/// The first `n` tokens of `enc`, with no "overflowing" remainder (tokenizers'
+/// `Encoding::truncate` keeps every cut-off window, which the pair post-processor multiplies).
+/// Like `Encoding::truncate`, the cut drops the sequence ranges, which post-processing sets.
+fn keep_prefix(enc: Encoding, n: usize) -> Encoding {
+    if n >= enc.len() {
+        return enc;
+    }
+    Encoding::new(
+        enc.get_ids()[..n].to_vec(),
+        enc.get_type_ids()[..n].to_vec(),
+        enc.get_tokens()[..n].to_vec(),
+        enc.get_word_ids()[..n].to_vec(),
+        enc.get_offsets()[..n].to_vec(),
+        enc.get_special_tokens_mask()[..n].to_vec(),
+        enc.get_attention_mask()[..n].to_vec(),
+        Vec::new(),
+        ahash::AHashMap::new(),
+    )
+}
+
+/// `model_max_length` of `tokenizer_config.json` as a limit on the tokens of an input.
+///
+/// transformers writes `1e30` (VERY_LARGE_INTEGER) when a tokenizer has no limit; absent or
+/// `null` means the same. `0` makes transformers' tokenizer skip truncation altogether (a
+/// falsy `max_length`), so it is no limit either, with a warning: inputs are still cut at
+/// `max_position_embeddings`, where transformers would fail with an index error. A negative
+/// or fractional value (transformers fails on every truncating call) or anything but a
+/// number is an error naming the file.
+fn model_max_length(config: &TokenizerConfig, path: &Path) -> Result<Option<usize>> {
+    let value = match &config.model_max_length {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let invalid = |reason: &str| EncoderError::InvalidConfig {
+        path: path.to_path_buf(),
+        field: "model_max_length".into(),
+        value: value.to_string(),
+        reason: reason.into(),
+    };
+    let v = value
+        .as_f64()
+        .ok_or_else(|| invalid("expected a number of tokens"))?;
+    if v >= 1e12 {
+        return Ok(None);
+    }
+    if v == 0.0 {
+        tracing::warn!(
+            file = %path.display(),
+            "model_max_length is 0: treated as no tokenizer limit (transformers does not \
+             truncate then); inputs are cut at the model's max_position_embeddings"
+        );
+        return Ok(None);
+    }
+    if v < 0.0 || v.fract() != 0.0 {
+        return Err(invalid(
+            "must be a whole number of tokens above 0 (or 1e30 for no limit)",
+        ));
+    }
+    Ok(Some(v as usize))
 }
 
 #[cfg(test)]
@@ -559,11 +659,43 @@ mod tests {
     }
 
     #[test]
-    fn huge_model_max_length_means_unlimited() {
-        let c: TokenizerConfig = serde_json::from_str(r#"{"model_max_length": 1e30}"#).unwrap();
-        assert_eq!(model_max_length(&c), None);
-        let c: TokenizerConfig = serde_json::from_str(r#"{"model_max_length": 512}"#).unwrap();
-        assert_eq!(model_max_length(&c), Some(512));
+    fn model_max_length_is_read_as_transformers_does() {
+        let path = Path::new("m/tokenizer_config.json");
+        let limit = |json: &str| {
+            let c: TokenizerConfig = serde_json::from_str(json).unwrap();
+            model_max_length(&c, path)
+        };
+        assert_eq!(limit(r#"{"model_max_length": 1e30}"#).unwrap(), None);
+        assert_eq!(
+            limit(r#"{"model_max_length": 1000000000000000019884624838656}"#).unwrap(),
+            None
+        );
+        assert_eq!(limit(r#"{"model_max_length": 512}"#).unwrap(), Some(512));
+        assert_eq!(limit(r#"{"model_max_length": null}"#).unwrap(), None);
+        assert_eq!(limit(r#"{}"#).unwrap(), None);
+        // transformers does not truncate at all with 0: no limit, and a warning.
+        let (zero, warnings) =
+            crate::test_support::warnings_of(|| limit(r#"{"model_max_length": 0}"#));
+        assert_eq!(zero.unwrap(), None);
+        assert!(
+            warnings.len() == 1
+                && warnings[0].contains("model_max_length is 0")
+                && warnings[0].contains("m/tokenizer_config.json"),
+            "{warnings:?}"
+        );
+        let (_, warnings) =
+            crate::test_support::warnings_of(|| limit(r#"{"model_max_length": 512}"#));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // transformers fails on every truncating call with these.
+        for bad in ["-1", "-512", "0.5", "512.5", "\"512\"", "true"] {
+            let err = limit(&format!(r#"{{"model_max_length": {bad}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("m/tokenizer_config.json") && err.contains("model_max_length"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -586,6 +718,124 @@ mod tests {
         );
         let err = tok.check_vocab_fits(639, config).unwrap_err().to_string();
         assert!(err.contains("base-vocabulary ids up to 639"), "{err}");
+    }
+
+    #[test]
+    fn pair_lengths_follow_the_tokenizers_rule() {
+        use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+        let encoding = |n: usize| {
+            Encoding::new(
+                vec![7; n],
+                vec![0; n],
+                vec!["t".into(); n],
+                vec![None; n],
+                vec![(0, 0); n],
+                vec![0; n],
+                vec![1; n],
+                Vec::new(),
+                ahash::AHashMap::new(),
+            )
+        };
+        let mut checked = 0;
+        for (ours, theirs) in [
+            (Truncation::LongestFirst, TruncationStrategy::LongestFirst),
+            (Truncation::OnlySecond, TruncationStrategy::OnlySecond),
+        ] {
+            for budget in 1..14 {
+                for n1 in 0..18 {
+                    for n2 in 0..18 {
+                        let params = TruncationParams {
+                            direction: TruncationDirection::Right,
+                            max_length: budget,
+                            strategy: theirs,
+                            stride: 0,
+                        };
+                        let want = tokenizers::utils::truncation::truncate_encodings(
+                            encoding(n1),
+                            Some(encoding(n2)),
+                            &params,
+                        )
+                        .map(|(a, b)| (a.len(), b.map_or(0, |b| b.len())));
+                        let got = pair_lengths(n1, n2, budget, ours);
+                        match (&got, &want) {
+                            (Ok(g), Ok(w)) => assert_eq!(g, w, "{ours} {n1}+{n2} in {budget}"),
+                            (Err(_), Err(_)) => {}
+                            _ => panic!("{ours} {n1}+{n2} in {budget}: {got:?} vs {want:?}"),
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 13 * 18 * 18);
+        // The worked cases of the doc comment.
+        let lf = Truncation::LongestFirst;
+        assert_eq!(pair_lengths(3, 100, 10, lf).unwrap(), (3, 7));
+        assert_eq!(pair_lengths(20, 20, 7, lf).unwrap(), (3, 4));
+        assert_eq!(pair_lengths(21, 20, 7, lf).unwrap(), (4, 3));
+        assert_eq!(pair_lengths(5, 30, 7, lf).unwrap(), (3, 4));
+    }
+
+    /// Two long sides cut to a few tokens: the ids are the heads of the two separately
+    /// tokenised sides, and no "overflowing" windows are kept (tokenizers' own truncation
+    /// kept every window of both sides and the post-processor combined them pairwise, so a
+    /// pair of two 5,000-word texts took gigabytes).
+    #[test]
+    fn long_pair_is_cut_to_the_heads_without_overflow() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/modernbert-sliding");
+        let base = PairTokenizer::from_dir(&dir).unwrap();
+        let words = ["the", "city", "of", "paris", "is", "large", "and", "old"];
+        let text = |n: usize, shift: usize| {
+            (0..n)
+                .map(|i| words[(i + shift) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (query, document) = (text(300, 0), text(280, 3));
+        let q_ids = base.inner().encode_fast(query.as_str(), false).unwrap();
+        let d_ids = base.inner().encode_fast(document.as_str(), false).unwrap();
+        let (q_ids, d_ids) = (q_ids.get_ids(), d_ids.get_ids());
+        assert!(q_ids.len() > d_ids.len() && d_ids.len() > 100);
+        let cls = base.token_to_id("[CLS]").unwrap();
+        let sep = base.token_to_id("[SEP]").unwrap();
+        // 16 tokens = 3 special + 13: both sides are longer than half, so the query (the
+        // longer side) keeps 7 and the document 6.
+        for (strategy, keep_q, keep_d) in [
+            (Truncation::LongestFirst, 7, 6),
+            (Truncation::OnlySecond, 0, 0),
+        ] {
+            let tok = base.with_truncation(16, strategy).unwrap();
+            let result = tok.encode_pair_encoding(&query, &document);
+            if strategy == Truncation::OnlySecond {
+                // The query alone is longer than the limit.
+                assert!(result.is_err());
+                continue;
+            }
+            let enc = result.unwrap();
+            assert!(
+                enc.get_overflowing().is_empty(),
+                "{strategy}: overflow kept"
+            );
+            let mut want = vec![cls];
+            want.extend_from_slice(&q_ids[..keep_q]);
+            want.push(sep);
+            want.extend_from_slice(&d_ids[..keep_d]);
+            want.push(sep);
+            assert_eq!(enc.get_ids(), want.as_slice(), "{strategy}");
+            assert_eq!(tok.encode_pair(&query, &document).unwrap().ids, want);
+        }
+        // only_second with a short query: the query whole, the document's head.
+        let tok = base.with_truncation(16, Truncation::OnlySecond).unwrap();
+        let short = base.inner().encode_fast("paris", false).unwrap();
+        let short = short.get_ids();
+        let enc = tok.encode_pair_encoding("paris", &document).unwrap();
+        assert!(enc.get_overflowing().is_empty());
+        let mut want = vec![cls];
+        want.extend_from_slice(short);
+        want.push(sep);
+        want.extend_from_slice(&d_ids[..13 - short.len()]);
+        want.push(sep);
+        assert_eq!(enc.get_ids(), want.as_slice());
     }
 
     #[test]

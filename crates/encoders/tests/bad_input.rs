@@ -292,3 +292,139 @@ fn modernbert_odd_head_size_is_rejected() {
     assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
     assert!(err.to_string().contains("odd head size 1"), "{err}");
 }
+
+/// Rewrite a copied fixture's `model.safetensors` without the tensor `name`.
+fn drop_tensor(dir: &Path, name: &str) {
+    let path = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    assert!(tensors.remove(name).is_some(), "fixture has no {name}");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+}
+
+/// transformers' classifier is `nn.Linear(hidden, num_labels)` with a bias for BERT and
+/// ModernBERT alike (it would random-initialise a missing one), so a checkpoint without
+/// `classifier.bias` is refused, as one without `classifier.weight` is.
+#[test]
+fn missing_classifier_bias_is_a_missing_tensor() {
+    for (fixture_name, tensor) in [
+        ("bert-3label", "classifier.bias"),
+        ("modernbert-1label-mean", "classifier.bias"),
+        ("modernbert-3label-cls-bias", "classifier.bias"),
+        // classifier_bias = true: the head's dense layer has a bias.
+        ("modernbert-3label-cls-bias", "head.dense.bias"),
+        // norm_bias = true: every norm has one.
+        ("modernbert-3label-cls-bias", "head.norm.bias"),
+        ("bert-3label", "bert.pooler.dense.bias"),
+    ] {
+        let tmp = copy_fixture(fixture_name);
+        drop_tensor(tmp.path(), tensor);
+        let err = load(tmp.path()).unwrap_err();
+        assert!(
+            matches!(err, EncoderError::MissingTensor { .. }),
+            "{fixture_name} without {tensor}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(tensor) && msg.contains("model.safetensors"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn zero_position_table_is_a_config_error_not_an_option_error() {
+    for name in ["modernbert-1label-mean", "bert-3label"] {
+        let tmp = copy_fixture(name);
+        edit_config(tmp.path(), |v| {
+            v["max_position_embeddings"] = serde_json::json!(0)
+        });
+        let err = load(tmp.path()).unwrap_err();
+        assert!(
+            matches!(err, EncoderError::InvalidConfig { .. }),
+            "{name}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_position_embeddings = 0") && msg.contains("config.json"),
+            "{name}: {msg}"
+        );
+    }
+    // A table too small for the special tokens of a pair is blamed on the config too, not
+    // on a max_length the user never gave.
+    let tmp = copy_fixture("modernbert-1label-mean");
+    edit_config(tmp.path(), |v| {
+        v["max_position_embeddings"] = serde_json::json!(3)
+    });
+    let err = load(tmp.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+    assert!(
+        err.to_string().contains("max_position_embeddings = 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_rope_settings_are_refused_at_load() {
+    for (key, value, expect) in [
+        (
+            "global_rope_theta",
+            serde_json::json!(0.0),
+            "global_rope_theta = 0",
+        ),
+        (
+            "local_rope_theta",
+            serde_json::json!(-10.0),
+            "local_rope_theta = -10",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+            "rope_scaling.rope_type = linear",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "yarn", "factor": 2.0}),
+            "rope_scaling.type = yarn",
+        ),
+    ] {
+        let tmp = copy_fixture("modernbert-1label-mean");
+        edit_config(tmp.path(), |v| v[key] = value.clone());
+        let err = load(tmp.path()).unwrap_err();
+        assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(expect) && msg.contains("config.json"), "{msg}");
+    }
+}
+
+#[test]
+fn bad_model_max_length_names_tokenizer_config() {
+    for (value, ok) in [
+        ("-1", false),
+        ("0.5", false),
+        ("\"512\"", false),
+        ("0", true),
+    ] {
+        let tmp = copy_fixture("bert-3label");
+        let path = tmp.path().join("tokenizer_config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["model_max_length"] = serde_json::from_str(value).unwrap();
+        std::fs::write(&path, v.to_string()).unwrap();
+        match load(tmp.path()) {
+            // 0: transformers does not truncate at all; the limit is the position table.
+            Ok(model) => {
+                assert!(ok, "{value} was accepted");
+                assert_eq!(model.max_length(), 64);
+            }
+            Err(err) => {
+                assert!(!ok, "{value}: {err}");
+                assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("tokenizer_config.json") && msg.contains("model_max_length"),
+                    "{msg}"
+                );
+            }
+        }
+    }
+}

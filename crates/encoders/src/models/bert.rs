@@ -80,6 +80,14 @@ impl Bert {
                 reason: format!("must divide hidden_size {}", config.hidden_size),
             });
         }
+        if config.max_position_embeddings == 0 {
+            return Err(EncoderError::InvalidConfig {
+                path: cfg.path.clone(),
+                field: "max_position_embeddings".into(),
+                value: "0".into(),
+                reason: "must be at least 1 (the rows of the position embedding table)".into(),
+            });
+        }
         let act = Activation::parse(&config.hidden_act, "hidden_act", &cfg.path)?;
         // BertForSequenceClassification stores the encoder under `bert.`, BertModel at the root.
         let root = if w.contains("bert.embeddings.word_embeddings.weight") {

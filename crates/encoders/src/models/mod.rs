@@ -77,13 +77,6 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
-    /// Load with the bias taken if the checkpoint has one.
-    pub(crate) fn load_auto_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = w.get(&[out_dim, in_dim], "weight")?;
-        let bias = w.get_opt(&[out_dim], "bias")?;
-        Ok(Self { weight, bias })
-    }
-
     /// `act(x W^T + b + residual)`: with `cpu_kernels` as one fused CPU kernel, otherwise as
     /// candle ops.
     pub(crate) fn apply(
@@ -503,7 +496,10 @@ pub(crate) fn load_classifier(
             });
         }
     }
-    Linear::load_auto_bias(&w.pp(name), hidden, num_labels)
+    // transformers builds the classifier as `nn.Linear(hidden, num_labels)` for both BERT and
+    // ModernBERT: it always has a bias (ModernBERT's `classifier_bias` is the head's dense
+    // layer), and a checkpoint without one would be scored with a random bias there.
+    Linear::load(&w.pp(name), hidden, num_labels, true)
 }
 
 /// `[n, 3 * hidden]` -> three `[n, heads, head_dim]` tensors.
