@@ -29,10 +29,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Queries drawn from --dataset, spread evenly over its judged queries.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     pub queries: usize,
     /// Candidates per dataset query.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub candidates: usize,
     /// Warm-up runs (not measured).
     #[arg(long, default_value_t = 1)]

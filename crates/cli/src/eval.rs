@@ -96,6 +96,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(p) = &passages {
         p.validate()?;
     }
+    if let Some(out) = args.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
+        bail!("--out {} is a file; give a directory", out.display());
+    }
     let source = match &args.nanobeir_dir {
         Some(dir) => NanoBeirSource::Dir(dir.clone()),
         None => NanoBeirSource::Hub {

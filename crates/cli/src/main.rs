@@ -183,6 +183,8 @@ fn ignored_flag(command: &Command, matches: &ArgMatches) -> Option<String> {
                 (_, Some(_)) => None,
             }
         }
+        Command::Bench(a) if a.dataset.is_none() => given(&["split", "queries", "candidates"])
+            .map(|flag| format!("{flag} needs --dataset (it draws the queries)")),
         _ => None,
     }
 }
@@ -257,6 +259,10 @@ mod tests {
             // The test runs in crates/cli, beside this file.
             ("score --model src/main.rs --input x", "is a file"),
             ("search --index i q --model src/main.rs", "is a file"),
+            (
+                "bench --model m --workload w --queries 5",
+                "--queries needs --dataset",
+            ),
         ] {
             let err = parse(args)
                 .err()
@@ -293,6 +299,7 @@ mod tests {
             "eval --dataset d --model m --window 5 --aggregation first",
             "eval --dataset d --mode rerank --model m --rerank-k 5 --max-queries 3",
             "index --corpus c --index i --memory-mb 64",
+            "bench --model m --dataset d --queries 5 --candidates 10",
         ] {
             assert!(parse(args).is_ok(), "{args}: {:?}", parse(args).err());
         }

@@ -45,11 +45,12 @@ pub struct Workload {
 
 /// Workload files hold one query (`{"query", "passages"}`) or several (`{"queries": [...]}`).
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum WorkloadFile {
-    One(WorkloadQuery),
-    Many { queries: Vec<WorkloadQuery> },
+struct ManyQueries {
+    queries: Vec<WorkloadQuery>,
 }
+
+const WORKLOAD_SHAPE: &str =
+    "expected {\"query\": str, \"passages\": [str]} or {\"queries\": [{\"query\", \"passages\"}]}";
 
 impl Workload {
     /// Read a workload file.
@@ -81,19 +82,28 @@ impl Workload {
     }
 
     fn parse(name: &str, json: &str) -> std::result::Result<Self, (usize, usize, String)> {
-        let file: WorkloadFile = serde_json::from_str(json).map_err(|e| {
-            (
-                e.line(),
-                e.column(),
-                format!(
-                    "{e} (expected {{\"query\": str, \"passages\": [str]}} or \
-                     {{\"queries\": [{{\"query\", \"passages\"}}]}})"
-                ),
-            )
-        })?;
-        let queries = match file {
-            WorkloadFile::One(q) => vec![q],
-            WorkloadFile::Many { queries } => queries,
+        let at = |e: serde_json::Error| (e.line(), e.column(), format!("{e} ({WORKLOAD_SHAPE})"));
+        // The shape is decided by the keys, then the text is read again as that shape, so
+        // errors keep their line and column.
+        let value: serde_json::Value = serde_json::from_str(json).map_err(at)?;
+        let Some(object) = value.as_object() else {
+            return Err((1, 1, format!("not a JSON object ({WORKLOAD_SHAPE})")));
+        };
+        let one_form = object.contains_key("query") || object.contains_key("passages");
+        let queries = match (object.contains_key("queries"), one_form) {
+            (true, true) => {
+                return Err((
+                    1,
+                    1,
+                    format!("has both `queries` and `query`/`passages` ({WORKLOAD_SHAPE})"),
+                ))
+            }
+            (true, false) => {
+                serde_json::from_str::<ManyQueries>(json)
+                    .map_err(at)?
+                    .queries
+            }
+            (false, _) => vec![serde_json::from_str::<WorkloadQuery>(json).map_err(at)?],
         };
         if queries.is_empty() || queries.iter().all(|q| q.passages.is_empty()) {
             return Err((1, 1, "the workload has no passages to score".into()));

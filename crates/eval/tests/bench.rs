@@ -140,6 +140,16 @@ fn workload_file_errors_name_the_file() {
     std::fs::write(&path, "{\"query\": \"q\", \"passages\": [1]}").unwrap();
     let err = Workload::from_file(&path).unwrap_err().to_string();
     assert!(err.contains("broken.json"), "{err}");
+    // The position of the bad value, not 0:0, and what was expected there.
+    assert!(
+        err.contains("broken.json:1:")
+            && !err.contains(":0:0")
+            && err.contains("expected a string"),
+        "{err}"
+    );
+    std::fs::write(&path, "{\"queries\": [], \"query\": \"q\"}").unwrap();
+    let err = Workload::from_file(&path).unwrap_err().to_string();
+    assert!(err.contains("has both"), "{err}");
     let missing = Workload::from_file(&tmp.path().join("nope.json")).unwrap_err();
     assert!(missing.to_string().contains("nope.json"));
 }
