@@ -225,7 +225,23 @@ fn read_modules(dir: &Path) -> Result<StLayout> {
             reason: "the Transformer module must be the model directory itself (path \"\")".into(),
         });
     }
-    let pooling_config = dir.join(&entries[1].path).join("config.json");
+    // A relative folder inside the model directory (sentence-transformers refuses others); an
+    // empty path would make the model's own config.json the pooling config.
+    let pooling = std::path::Path::new(&entries[1].path);
+    let inside = pooling
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if entries[1].path.is_empty() || !inside {
+        return Err(EncoderError::InvalidConfig {
+            path: path.clone(),
+            field: "path".into(),
+            value: entries[1].path.clone(),
+            reason: "the Pooling module needs its own folder inside the model directory \
+                     (e.g. \"1_Pooling\")"
+                .into(),
+        });
+    }
+    let pooling_config = dir.join(pooling).join("config.json");
     if !pooling_config.is_file() {
         return Err(EncoderError::MissingFile {
             what: format!(
@@ -341,6 +357,14 @@ impl BiEncoder {
             tokenizer.check_vocab_fits(vocab_size, &config_path)?;
         }
         let model = Model::load(dir, &config, family, dtype, &device, None)?;
+        if options.max_length.is_none() && sbert.max_seq_length == Some(0) {
+            return Err(EncoderError::InvalidConfig {
+                path: dir.join("sentence_bert_config.json"),
+                field: "max_seq_length".into(),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         let (tokenizer, max_length) = truncating_tokenizer(
             &tokenizer,
             options.max_length.or(sbert.max_seq_length),

@@ -224,25 +224,33 @@ pub fn default_max_batch_tokens(device: &Device) -> usize {
     }
 }
 
-/// Resolve the effective maximum length as sentence-transformers does: the smallest of the
-/// user's value, the tokenizer's `model_max_length` and `max_position_embeddings`.
+/// Resolve the effective maximum length as sentence-transformers 6 does: the user's value
+/// when given (it replaces the tokenizer's `model_max_length`), otherwise the smaller of the
+/// tokenizer's `model_max_length` and `max_position_embeddings`. A user value past
+/// `max_position_embeddings` is capped there with a warning (transformers would index past its
+/// position table and fail).
 pub(crate) fn effective_max_length(
     user: Option<usize>,
     tokenizer: Option<usize>,
     positions: usize,
 ) -> Result<usize> {
-    if user == Some(0) {
-        return Err(EncoderError::InvalidOption {
+    match user {
+        Some(0) => Err(EncoderError::InvalidOption {
             name: "max_length".into(),
             value: "0".into(),
             reason: "must be at least 1".into(),
-        });
+        }),
+        Some(u) if u > positions => {
+            tracing::warn!(
+                max_length = u,
+                max_position_embeddings = positions,
+                "max_length is past the model's positions: inputs are cut at {positions} tokens"
+            );
+            Ok(positions)
+        }
+        Some(u) => Ok(u),
+        None => Ok(tokenizer.map_or(positions, |t| t.min(positions))),
     }
-    Ok([user, tokenizer, Some(positions)]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(positions))
 }
 
 /// The tokenizer truncating at the effective maximum length ([`effective_max_length`]).
@@ -565,11 +573,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_length_is_smallest_of_the_three() {
+    fn max_length_resolves_as_sentence_transformers_6() {
         assert_eq!(effective_max_length(None, Some(512), 8192).unwrap(), 512);
+        assert_eq!(effective_max_length(None, Some(9000), 8192).unwrap(), 8192);
+        // The user's value replaces the tokenizer's limit (CrossEncoder(max_length=1024) keeps
+        // 1,024 tokens of a tokenizer whose model_max_length is 512) ...
         assert_eq!(
             effective_max_length(Some(1024), Some(512), 8192).unwrap(),
-            512
+            1024
+        );
+        // ... but not the position table.
+        assert_eq!(
+            effective_max_length(Some(10_000), Some(512), 8192).unwrap(),
+            8192
         );
         assert_eq!(effective_max_length(Some(128), None, 512).unwrap(), 128);
         assert_eq!(effective_max_length(None, None, 8192).unwrap(), 8192);

@@ -301,15 +301,43 @@ fn drop_tensor(dir: &Path, name: &str) {
     candle_core::safetensors::save(&tensors, &path).unwrap();
 }
 
-/// transformers' classifier is `nn.Linear(hidden, num_labels)` with a bias for BERT and
-/// ModernBERT alike (it would random-initialise a missing one), so a checkpoint without
-/// `classifier.bias` is refused, as one without `classifier.weight` is.
+/// A checkpoint without `classifier.bias` loads in transformers with that bias set to zero
+/// (its `_init_weights` zeroes Linear biases), so it scores as the full checkpoint minus the
+/// bias.
 #[test]
-fn missing_classifier_bias_is_a_missing_tensor() {
+fn missing_classifier_bias_scores_with_a_zero_bias() {
+    let pairs = [("what do cats do", "cats purr and sleep all day")];
+    for name in [
+        "bert-3label",
+        "modernbert-1label-mean",
+        "modernbert-3label-cls-bias",
+    ] {
+        let tmp = copy_fixture(name);
+        let full = load(tmp.path()).unwrap().predict(&pairs).unwrap();
+        let tensors = candle_core::safetensors::load(
+            tmp.path().join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let bias: Vec<f32> = tensors["classifier.bias"].to_vec1().unwrap();
+        drop_tensor(tmp.path(), "classifier.bias");
+        let without = load(tmp.path()).unwrap().predict(&pairs).unwrap();
+        for ((a, b), c) in full[0].logits.iter().zip(&without[0].logits).zip(&bias) {
+            assert!((a - c - b).abs() < 1e-5, "{name}: {a} - {c} != {b}");
+        }
+        assert!(
+            bias.iter().any(|b| b.abs() > 1e-6),
+            "{name}: the fixture bias is not zero"
+        );
+    }
+}
+
+/// A layer bias that the config declares but the checkpoint lacks is refused. (transformers
+/// would zero it, as for the classifier; inside the encoder a missing bias more likely means a
+/// damaged or mismatched checkpoint, so this is deliberately stricter.)
+#[test]
+fn missing_layer_bias_is_a_missing_tensor() {
     for (fixture_name, tensor) in [
-        ("bert-3label", "classifier.bias"),
-        ("modernbert-1label-mean", "classifier.bias"),
-        ("modernbert-3label-cls-bias", "classifier.bias"),
         // classifier_bias = true: the head's dense layer has a bias.
         ("modernbert-3label-cls-bias", "head.dense.bias"),
         // norm_bias = true: every norm has one.

@@ -278,6 +278,18 @@ fn unsupported_modules_are_an_error_naming_modules_json() {
             "modules = [Transformer, Normalize, Pooling]",
         ),
         (format!("[{transformer}]"), "modules = [Transformer]"),
+        // The Pooling module's own folder: never the model directory or outside it.
+        (
+            format!("[{transformer}, {}]", pooling.replace("1_Pooling", "")),
+            "needs its own folder",
+        ),
+        (
+            format!(
+                "[{transformer}, {}]",
+                pooling.replace("1_Pooling", "../1_Pooling")
+            ),
+            "needs its own folder",
+        ),
         (
             format!(
                 "[{}, {pooling}]",

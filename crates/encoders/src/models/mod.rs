@@ -497,9 +497,20 @@ pub(crate) fn load_classifier(
         }
     }
     // transformers builds the classifier as `nn.Linear(hidden, num_labels)` for both BERT and
-    // ModernBERT: it always has a bias (ModernBERT's `classifier_bias` is the head's dense
-    // layer), and a checkpoint without one would be scored with a random bias there.
-    Linear::load(&w.pp(name), hidden, num_labels, true)
+    // ModernBERT (ModernBERT's `classifier_bias` is the head's dense layer). A checkpoint
+    // without its bias loads there with the bias initialised to zero, so it is scored the
+    // same way here, with a warning.
+    let w = w.pp(name);
+    let weight = w.get(&[num_labels, hidden], "weight")?;
+    let bias = w.get_opt(&[num_labels], "bias")?;
+    if bias.is_none() {
+        tracing::warn!(
+            weights = %w.file().display(),
+            tensor = %format!("{name}.bias"),
+            "the checkpoint has no classifier bias: scoring with a zero bias, as transformers does"
+        );
+    }
+    Ok(Linear { weight, bias })
 }
 
 /// `[n, 3 * hidden]` -> three `[n, heads, head_dim]` tensors.
