@@ -108,6 +108,18 @@ fn pooling_config_is_followed() {
     );
 }
 
+/// Loading with this pooling config is an `InvalidConfig` naming `1_Pooling` and `mode`.
+fn assert_pooling_error(config: &str, mode: &str) {
+    let dir = with_pooling(config);
+    let err = load(dir.path()).unwrap_err();
+    assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("1_Pooling") && msg.contains(mode),
+        "{config}: {msg}"
+    );
+}
+
 #[test]
 fn unsupported_pooling_is_an_error_naming_the_file() {
     for (config, mode) in [
@@ -118,14 +130,7 @@ fn unsupported_pooling_is_an_error_naming_the_file() {
             "cls_token + mean_tokens",
         ),
     ] {
-        let dir = with_pooling(config);
-        let err = load(dir.path()).unwrap_err();
-        assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("1_Pooling") && msg.contains(mode),
-            "{config}: {msg}"
-        );
+        assert_pooling_error(config, mode);
     }
 }
 
@@ -162,14 +167,7 @@ fn pooling_mode_key_is_followed() {
         ),
         (r#"{"pooling_mode": 3}"#, "pooling_mode = 3"),
     ] {
-        let dir = with_pooling(config);
-        let err = load(dir.path()).unwrap_err();
-        assert!(matches!(err, EncoderError::InvalidConfig { .. }), "{err}");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("1_Pooling") && msg.contains(mode),
-            "{config}: {msg}"
-        );
+        assert_pooling_error(config, mode);
     }
 }
 
