@@ -5,8 +5,10 @@
 //!   the legacy `sbert_ce_default_activation_function`; sigmoid when none is given).
 //! - 2 labels: the softmax probability of the label that means "relevant" (index 1 unless
 //!   `id2label` names it otherwise).
-//! - 3+ labels: the expected grade `sum_i p_i * grade_i`, grades defaulting to the label
-//!   order spread evenly over `[0, 1]` (irrelevant 0, partial 0.5, sufficient 1).
+//! - 3+ labels: the expected grade `sum_i p_i * grade_i`. Without `label_grades`, three labels
+//!   whose names say irrelevant / partial / relevant (for example `irrelevant`, `partial`,
+//!   `sufficient`, in any order) get grades 0, 0.5 and 1 by name; other labels get the label
+//!   order spread evenly over `[0, 1]`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,6 +96,25 @@ const IRRELEVANT_NAMES: &[&str] = &[
     "false",
     "no",
     "no_match",
+];
+/// Middle grade of a three-label head.
+const PARTIAL_NAMES: &[&str] = &[
+    "partial",
+    "partially_relevant",
+    "partially relevant",
+    "partly_relevant",
+    "partly relevant",
+    "somewhat_relevant",
+    "somewhat relevant",
+];
+/// Top grade of a graded head (besides [`RELEVANT_NAMES`]).
+const SUFFICIENT_NAMES: &[&str] = &[
+    "sufficient",
+    "highly_relevant",
+    "highly relevant",
+    "fully_relevant",
+    "fully relevant",
+    "perfect",
 ];
 
 /// Read `activation_fn` the way sentence-transformers 6 does: `config_sentence_transformers.json`
@@ -196,7 +217,9 @@ impl ScoreHead {
             }),
             n => {
                 let grades = match grades {
-                    None => (0..n).map(|i| i as f32 / (n - 1) as f32).collect(),
+                    None => named_grades(labels).unwrap_or_else(|| {
+                        (0..n).map(|i| i as f32 / (n - 1) as f32).collect()
+                    }),
                     Some(map) => labels
                         .iter()
                         .map(|l| {
@@ -253,6 +276,39 @@ fn relevant_index(labels: &[String]) -> usize {
         return 1 - i;
     }
     1
+}
+
+/// Grades 0 / 0.5 / 1 of a three-label head whose names say irrelevant, partial and
+/// relevant (each exactly once, any order); `None` for any other labels.
+fn named_grades(labels: &[String]) -> Option<Vec<f32>> {
+    if labels.len() != 3 {
+        return None;
+    }
+    let grades: Vec<f32> = labels
+        .iter()
+        .map(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            let l = l.as_str();
+            if IRRELEVANT_NAMES.contains(&l) {
+                Some(0.0)
+            } else if PARTIAL_NAMES.contains(&l) {
+                Some(0.5)
+            } else if RELEVANT_NAMES.contains(&l) || SUFFICIENT_NAMES.contains(&l) {
+                Some(1.0)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()?;
+    let mut sorted = grades.clone();
+    sorted.sort_by(f32::total_cmp);
+    if sorted != [0.0, 0.5, 1.0] {
+        return None;
+    }
+    if grades != sorted {
+        tracing::info!(?labels, ?grades, "label grades taken from the label names");
+    }
+    Some(grades)
 }
 
 /// Numerically stable softmax (the max is subtracted first, as torch does).
@@ -324,6 +380,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("sufficient"), "{err}");
+    }
+
+    #[test]
+    fn three_graded_labels_follow_their_names_not_their_order() {
+        let grades = |names: &[&str]| named_grades(&labels(names));
+        assert_eq!(
+            grades(&["irrelevant", "partial", "sufficient"]),
+            Some(vec![0.0, 0.5, 1.0])
+        );
+        assert_eq!(
+            grades(&["Sufficient", "irrelevant", "partially relevant"]),
+            Some(vec![1.0, 0.0, 0.5])
+        );
+        assert_eq!(
+            grades(&["relevant", "partial", "not_relevant"]),
+            Some(vec![1.0, 0.5, 0.0])
+        );
+        // Unknown names, a repeated grade or another label count keep the label order.
+        assert_eq!(grades(&["LABEL_0", "LABEL_1", "LABEL_2"]), None);
+        assert_eq!(grades(&["irrelevant", "relevant", "sufficient"]), None);
+        assert_eq!(grades(&["irrelevant", "partial", "relevant", "perfect"]), None);
+        let head = ScoreHead::resolve(
+            &labels(&["sufficient", "partial", "irrelevant"]),
+            Path::new("/nonexistent"),
+            &CommonConfig::default(),
+            None,
+            None,
+        )
+        .unwrap();
+        // Certain of label 0 ("sufficient"): the top grade.
+        assert!((head.score(&[20.0, 0.0, 0.0]) - 1.0).abs() < 1e-6);
+        let ordered = ScoreHead::resolve(
+            &labels(&["LABEL_0", "LABEL_1", "LABEL_2"]),
+            Path::new("/nonexistent"),
+            &CommonConfig::default(),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(ordered.score(&[20.0, 0.0, 0.0]).abs() < 1e-6);
     }
 
     #[test]
