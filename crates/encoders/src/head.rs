@@ -217,9 +217,8 @@ impl ScoreHead {
             }),
             n => {
                 let grades = match grades {
-                    None => named_grades(labels).unwrap_or_else(|| {
-                        (0..n).map(|i| i as f32 / (n - 1) as f32).collect()
-                    }),
+                    None => named_grades(labels)
+                        .unwrap_or_else(|| (0..n).map(|i| i as f32 / (n - 1) as f32).collect()),
                     Some(map) => labels
                         .iter()
                         .map(|l| {
@@ -400,7 +399,10 @@ mod tests {
         // Unknown names, a repeated grade or another label count keep the label order.
         assert_eq!(grades(&["LABEL_0", "LABEL_1", "LABEL_2"]), None);
         assert_eq!(grades(&["irrelevant", "relevant", "sufficient"]), None);
-        assert_eq!(grades(&["irrelevant", "partial", "relevant", "perfect"]), None);
+        assert_eq!(
+            grades(&["irrelevant", "partial", "relevant", "perfect"]),
+            None
+        );
         let head = ScoreHead::resolve(
             &labels(&["sufficient", "partial", "irrelevant"]),
             Path::new("/nonexistent"),

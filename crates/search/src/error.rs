@@ -49,13 +49,16 @@ pub enum SearchError {
         /// The index directory.
         path: PathBuf,
     },
-    /// The index exists but lacks a field this crate needs (it was not created by it).
-    #[error("the index at {path} has no field `{field}` (not an article index?)")]
+    /// The index exists but lacks a field this crate needs, or has it with other options
+    /// (it was not created by this crate).
+    #[error("the index at {path} does not fit field `{field}`: {reason} (not an article index?)")]
     SchemaMismatch {
         /// The index directory.
         path: PathBuf,
-        /// The missing field.
+        /// The field.
         field: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Reading a file or directory failed.
     #[error("I/O error on {path}: {source}")]

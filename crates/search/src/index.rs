@@ -150,7 +150,7 @@ impl ArticleIndex {
 
     fn from_index(path: &Path, index: Index) -> Result<Self> {
         register_analyzers(&index);
-        let fields = ArticleFields::from_schema(&index.schema(), path)?;
+        let fields = ArticleFields::from_index(&index, path)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

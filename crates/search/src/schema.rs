@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
+    Field, FieldType, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
 };
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
@@ -134,21 +134,55 @@ impl ArticleFields {
         builder.build()
     }
 
-    /// Look the fields up in an existing schema.
-    pub fn from_schema(schema: &Schema, path: &Path) -> Result<Self> {
-        let get = |name: &str| {
-            schema
+    /// Look the fields up in an existing index and check that they can do their jobs: `id` an
+    /// untokenised (`raw`), stored text field (updates delete by it), `title` and `body` stored
+    /// and indexed text fields, and `all`, when present, an indexed text field, each with a
+    /// tokenizer `index` knows. A mismatch is [`SearchError::SchemaMismatch`] naming the field.
+    pub fn from_index(index: &Index, path: &Path) -> Result<Self> {
+        let schema = index.schema();
+        let get = |name: &str, stored: bool, raw: bool| -> Result<Field> {
+            let mismatch = |reason: String| SearchError::SchemaMismatch {
+                path: path.to_path_buf(),
+                field: name.to_string(),
+                reason,
+            };
+            let field = schema
                 .get_field(name)
-                .map_err(|_| SearchError::SchemaMismatch {
-                    path: path.to_path_buf(),
-                    field: name.to_string(),
-                })
+                .map_err(|_| mismatch("the index has no such field".into()))?;
+            let entry = schema.get_field_entry(field);
+            let FieldType::Str(options) = entry.field_type() else {
+                return Err(mismatch(format!(
+                    "it is a {:?} field, not a text field",
+                    entry.field_type().value_type()
+                )));
+            };
+            if stored && !options.is_stored() {
+                return Err(mismatch("it is not stored".into()));
+            }
+            let Some(indexing) = options.get_indexing_options() else {
+                return Err(mismatch("it is not indexed".into()));
+            };
+            let tokenizer = indexing.tokenizer();
+            if raw && tokenizer != "raw" {
+                return Err(mismatch(format!(
+                    "it is tokenised with `{tokenizer}`; ids need the untokenised `raw`"
+                )));
+            }
+            if index.tokenizers().get(tokenizer).is_none() {
+                return Err(mismatch(format!(
+                    "its tokenizer `{tokenizer}` is not one this crate registers"
+                )));
+            }
+            Ok(field)
         };
         Ok(ArticleFields {
-            id: get(ID_FIELD)?,
-            title: get(TITLE_FIELD)?,
-            body: get(BODY_FIELD)?,
-            all: schema.get_field(ALL_FIELD).ok(),
+            id: get(ID_FIELD, true, true)?,
+            title: get(TITLE_FIELD, true, false)?,
+            body: get(BODY_FIELD, true, false)?,
+            all: match schema.get_field(ALL_FIELD) {
+                Ok(_) => Some(get(ALL_FIELD, false, false)?),
+                Err(_) => None,
+            },
         })
     }
 }

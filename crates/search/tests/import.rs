@@ -187,6 +187,103 @@ fn open_missing_index_names_the_path() {
 }
 
 #[test]
+fn foreign_index_schemas_are_refused_on_open_naming_the_field() {
+    use tantivy::schema::{
+        Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING, TEXT,
+    };
+    let text = TEXT | STORED;
+    let cases: Vec<(&str, Schema, &str)> = vec![
+        (
+            "id",
+            {
+                let mut b = Schema::builder();
+                b.add_u64_field("id", INDEXED | STORED | FAST);
+                b.add_text_field("title", text.clone());
+                b.add_text_field("body", text.clone());
+                b.build()
+            },
+            "not a text field",
+        ),
+        (
+            "id",
+            {
+                let mut b = Schema::builder();
+                b.add_text_field("id", text.clone());
+                b.add_text_field("title", text.clone());
+                b.add_text_field("body", text.clone());
+                b.build()
+            },
+            "`raw`",
+        ),
+        (
+            "body",
+            {
+                let mut b = Schema::builder();
+                b.add_text_field("id", STRING | STORED);
+                b.add_text_field("title", text.clone());
+                b.add_text_field("body", TEXT);
+                b.build()
+            },
+            "not stored",
+        ),
+        (
+            "title",
+            {
+                let mut b = Schema::builder();
+                b.add_text_field("id", STRING | STORED);
+                b.add_text_field("title", STORED);
+                b.add_text_field("body", text.clone());
+                b.build()
+            },
+            "not indexed",
+        ),
+        (
+            "body",
+            {
+                let mut b = Schema::builder();
+                b.add_text_field("id", STRING | STORED);
+                b.add_text_field("title", text.clone());
+                b.build()
+            },
+            "no such field",
+        ),
+        (
+            "all",
+            {
+                let mut b = Schema::builder();
+                b.add_text_field("id", STRING | STORED);
+                b.add_text_field("title", text.clone());
+                b.add_text_field("body", text.clone());
+                let custom = TextFieldIndexing::default().set_tokenizer("klingon");
+                b.add_text_field("all", TextOptions::default().set_indexing_options(custom));
+                b.build()
+            },
+            "tokenizer `klingon`",
+        ),
+    ];
+    for (field, schema, reason) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        tantivy::Index::create_in_dir(tmp.path(), schema).unwrap();
+        let err = ArticleIndex::open(tmp.path()).unwrap_err();
+        assert!(
+            matches!(&err, SearchError::SchemaMismatch { field: f, .. } if f == field),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(reason), "{msg}");
+        assert!(msg.contains(&tmp.path().display().to_string()), "{msg}");
+    }
+    // tantivy's own default text options fit.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Schema::builder();
+    b.add_text_field("id", STRING | STORED);
+    b.add_text_field("title", text.clone());
+    b.add_text_field("body", text);
+    tantivy::Index::create_in_dir(tmp.path(), b.build()).unwrap();
+    ArticleIndex::open(tmp.path()).unwrap();
+}
+
+#[test]
 fn locked_index_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let index = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
