@@ -67,7 +67,7 @@ pub fn index(args: IndexArgs) -> anyhow::Result<()> {
         report.docs_replaced,
         report.bad_lines_skipped,
         report.non_utf8_files_skipped,
-        report.irregular_files_skipped,
+        report.unreadable_files_skipped,
         report.elapsed.as_secs_f64(),
         args.index.display(),
         index.num_docs()

@@ -93,10 +93,11 @@ pub struct ImportReport {
     /// `.txt` / `.md` files skipped because their text or their path (below the imported
     /// folder, which becomes the id) is not UTF-8.
     pub non_utf8_files_skipped: u64,
-    /// `.txt` / `.md` entries skipped because they are not regular files: FIFOs, sockets,
-    /// devices, dangling (or unreadable) symbolic links.
+    /// `.txt` / `.md` entries skipped because they cannot be read as regular files: FIFOs,
+    /// sockets, devices, dangling symbolic links, and files (or sub-folders, one each) that
+    /// the process has no permission to read.
     #[serde(default)]
-    pub irregular_files_skipped: u64,
+    pub unreadable_files_skipped: u64,
     /// Wall-clock time of the import, commit included (milliseconds in JSON).
     #[serde(with = "ms")]
     pub elapsed: Duration,
@@ -294,12 +295,20 @@ fn is_text_name(path: &Path) -> bool {
 /// a file), recursively, sorted by path. Other `.txt`/`.md` entries are skipped with a
 /// warning: those whose path below `root` is not UTF-8 (it becomes the id, and a lossy
 /// conversion could give two files one id) count into `non_utf8`; FIFOs (reading one could
-/// block forever), sockets, devices and dangling symbolic links count into `irregular`.
-fn text_files(root: &Path, non_utf8: &mut u64, irregular: &mut u64) -> Result<Vec<PathBuf>> {
+/// block forever), sockets, devices, dangling symbolic links and sub-folders the process may
+/// not read count into `unreadable`. Any other I/O error is returned, naming the path.
+fn text_files(root: &Path, non_utf8: &mut u64, unreadable: &mut u64) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(SearchError::io(&dir))?;
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if dir != root && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(folder = %dir.display(), error = %e, "skipping a folder that cannot be read");
+                *unreadable += 1;
+                continue;
+            }
+            other => other.map_err(SearchError::io(&dir))?,
+        };
         for entry in entries {
             let entry = entry.map_err(SearchError::io(&dir))?;
             let path = entry.path();
@@ -326,11 +335,11 @@ fn text_files(root: &Path, non_utf8: &mut u64, irregular: &mut u64) -> Result<Ve
             match target {
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "skipping a symbolic link that cannot be followed");
-                    *irregular += 1;
+                    *unreadable += 1;
                 }
                 Ok(t) if !t.is_file() => {
                     tracing::warn!(path = %path.display(), "skipping an entry that is not a regular file");
-                    *irregular += 1;
+                    *unreadable += 1;
                 }
                 Ok(_) if path.strip_prefix(root).unwrap_or(&path).to_str().is_none() => {
                     tracing::warn!(path = %path.display(), "skipping a file whose name is not UTF-8");
@@ -371,9 +380,10 @@ pub(crate) fn article_from_text(root: &Path, path: &Path, text: String) -> Artic
 }
 
 /// Read every regular `.txt`/`.md` file under `root`. Files whose text or name is not
-/// UTF-8 are skipped with a warning and counted into `report.non_utf8_files_skipped`; other
-/// entries that are not regular files into `report.irregular_files_skipped` (see
-/// [`text_files`]).
+/// UTF-8 are skipped with a warning and counted into `report.non_utf8_files_skipped`; files
+/// the process may not read and entries that are not regular files into
+/// `report.unreadable_files_skipped` (see [`text_files`]). Other read errors stop the
+/// import, naming the file.
 pub(crate) fn read_dir(
     root: &Path,
     report: &mut ImportReport,
@@ -388,10 +398,17 @@ pub(crate) fn read_dir(
     let files = text_files(
         root,
         &mut report.non_utf8_files_skipped,
-        &mut report.irregular_files_skipped,
+        &mut report.unreadable_files_skipped,
     )?;
     for path in files {
-        let bytes = std::fs::read(&path).map_err(SearchError::io(&path))?;
+        let bytes = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping a file that cannot be read");
+                report.unreadable_files_skipped += 1;
+                continue;
+            }
+            other => other.map_err(SearchError::io(&path))?,
+        };
         match String::from_utf8(bytes) {
             Ok(text) => sink(article_from_text(root, &path, text))?,
             Err(_) => {

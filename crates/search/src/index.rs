@@ -345,7 +345,7 @@ impl ArticleIndex {
             replaced = report.docs_replaced,
             bad_lines = report.bad_lines_skipped,
             non_utf8 = report.non_utf8_files_skipped,
-            irregular = report.irregular_files_skipped,
+            unreadable = report.unreadable_files_skipped,
             secs = report.elapsed.as_secs_f64(),
             "import committed"
         );

@@ -584,6 +584,20 @@ fn directory_import_skips_what_it_cannot_read() {
         .expect("run mkfifo");
     assert!(status.success());
 
+    // A file and a sub-folder without read permission. Root reads them anyway, so what is
+    // expected depends on whether the OS denies this process.
+    use std::os::unix::fs::PermissionsExt;
+    let locked = docs.join("locked.txt");
+    write(&locked, b"locked avalanche\n");
+    let private = docs.join("private");
+    std::fs::create_dir(&private).unwrap();
+    write(&private.join("inner.txt"), b"private avalanche\n");
+    for p in [&locked, &private] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let denied = std::fs::read(&locked).is_err();
+    assert_eq!(denied, std::fs::read_dir(&private).is_err());
+
     let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
     let report = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -599,15 +613,19 @@ fn directory_import_skips_what_it_cannot_read() {
         }
     })
     .unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (indexed, unreadable) = if denied { (2, 4) } else { (4, 2) };
     assert_eq!(
         (
             report.docs_indexed,
             report.non_utf8_files_skipped,
-            report.irregular_files_skipped
+            report.unreadable_files_skipped
         ),
-        (2, 2, 2)
+        (indexed, 2, unreadable)
     );
     let found = index.search_bm25("volcano", 5).unwrap();
     assert_eq!(ids(&found), ["alias.md", "good.txt"]);
     assert!(index.search_bm25("glacier", 5).unwrap().is_empty());
+    let avalanche = index.search_bm25("avalanche", 5).unwrap();
+    assert_eq!(avalanche.len(), if denied { 0 } else { 2 });
 }
