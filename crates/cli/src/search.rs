@@ -107,21 +107,20 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
     let index = ArticleIndex::open(&args.index)
         .with_context(|| format!("opening index {}", args.index.display()))?;
     let Some(model) = &args.model else {
-        let hits = index.search_bm25(&args.query, args.top)?;
-        let mut text = String::new();
+        let results = index.search_first_stage(&args.query, args.top)?;
         if args.json {
-            text = serde_json::to_string_pretty(&hits)? + "\n";
-        } else {
-            for (i, h) in hits.iter().enumerate() {
-                let _ = writeln!(
-                    text,
-                    "{:>3}. {:>8.3}  {}  {}",
-                    i + 1,
-                    h.score,
-                    h.id,
-                    h.title
-                );
-            }
+            return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
+        }
+        let mut text = String::new();
+        for (i, h) in results.hits.iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "{:>3}. {:>8.3}  {}  {}",
+                i + 1,
+                h.bm25_score,
+                h.id,
+                h.title
+            );
         }
         return crate::print_stdout(&text);
     };

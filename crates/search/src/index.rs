@@ -21,7 +21,7 @@ use crate::error::{abridge, Result, SearchError};
 use crate::import::{
     id_problem, read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport,
 };
-use crate::rerank::{rerank_candidates, Candidate, RerankOptions, RerankResults, Timings};
+use crate::rerank::{rerank_candidates, Candidate, Hit, RerankOptions, RerankResults, Timings};
 use crate::reranker::Reranker;
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
 
@@ -486,6 +486,47 @@ impl ArticleIndex {
     pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Candidate>> {
         let (searcher, top) = self.top_docs(query, k)?;
         self.fetch(&searcher, &top)
+    }
+
+    /// BM25 top `k` of `query` in the shape of [`ArticleIndex::search_reranked`]'s results,
+    /// so that callers (and JSON readers) see one shape with or without a reranker: each hit
+    /// has its BM25 score and 1-based rank, and `rerank_score` and `score` are `None`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tantivy_rerank_search::{Article, ArticleIndex, ImportOptions, SchemaOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let index = ArticleIndex::create(dir.path(), &SchemaOptions::default())?;
+    /// let quiet = ImportOptions { progress: false, ..Default::default() };
+    /// let article = Article { id: "v1".into(), title: "Volcanoes".into(), body: "Lava flows.".into() };
+    /// index.import_articles([article], &quiet)?;
+    /// let results = index.search_first_stage("lava", 10)?;
+    /// assert_eq!((results.hits[0].id.as_str(), results.hits[0].bm25_rank), ("v1", 1));
+    /// assert_eq!(results.hits[0].score, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn search_first_stage(&self, query: &str, k: usize) -> Result<RerankResults> {
+        let started = Instant::now();
+        let (searcher, top) = self.top_docs(query, k)?;
+        let retrieve = started.elapsed();
+        let fetched = Instant::now();
+        let hits: Vec<Hit> = self
+            .fetch(&searcher, &top)?
+            .into_iter()
+            .zip(1..)
+            .map(|(c, rank)| Hit::first_stage(c, rank))
+            .collect();
+        Ok(RerankResults {
+            query: query.to_string(),
+            candidates: hits.len(),
+            hits,
+            passages_scored: 0,
+            timings: Timings {
+                retrieve,
+                fetch: fetched.elapsed(),
+                ..Timings::default()
+            },
+        })
     }
 
     /// BM25 top `k` addresses of `query` (none for a query with no searchable terms or

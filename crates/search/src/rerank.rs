@@ -186,7 +186,7 @@ pub struct Hit {
 
 impl Hit {
     /// A hit that only has its first-stage (BM25) score, at 1-based `rank`.
-    fn first_stage(c: Candidate, rank: usize) -> Self {
+    pub(crate) fn first_stage(c: Candidate, rank: usize) -> Self {
         Hit {
             id: c.id,
             title: c.title,
