@@ -354,7 +354,9 @@ fn text_files(root: &Path, non_utf8: &mut u64, unreadable: &mut u64) -> Result<V
 }
 
 /// The article of a text file: title = first `# ` heading, else the file stem; id = the
-/// path relative to `root` with `/` separators; body = the whole text.
+/// path relative to `root` with `/` separators; body = the whole text, less the heading line
+/// when the title heading is the first non-blank line (the reranker reads title and body
+/// together, and would otherwise see the title twice).
 pub(crate) fn article_from_text(root: &Path, path: &Path, text: String) -> Article {
     let rel = path.strip_prefix(root).unwrap_or(path);
     let id = rel
@@ -362,16 +364,34 @@ pub(crate) fn article_from_text(root: &Path, path: &Path, text: String) -> Artic
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/");
-    let title = text
-        .lines()
-        .map(str::trim)
-        .find_map(|l| l.strip_prefix("# ").map(|t| t.trim().to_string()))
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+    let heading = |line: &str| {
+        line.trim()
+            .strip_prefix("# ")
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    // The first non-blank line and the text after it.
+    let mut rest = text.as_str();
+    let first = loop {
+        match rest.split_once('\n') {
+            Some((line, after)) if line.trim().is_empty() => rest = after,
+            Some((line, after)) => break Some((line, after)),
+            None if rest.trim().is_empty() => break None,
+            None => break Some((rest, "")),
+        }
+    };
+    if let Some((title, after)) = first.and_then(|(line, after)| Some((heading(line)?, after))) {
+        return Article {
+            id,
+            title,
+            body: after.to_string(),
+        };
+    }
+    let title = text.lines().find_map(heading).unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
     Article {
         id,
         title,
@@ -501,7 +521,17 @@ mod tests {
             (a.id.as_str(), a.title.as_str()),
             ("sub/a.md", "Heading One")
         );
+        // A heading further down is the title, and the body keeps the whole text.
+        assert_eq!(a.body, "intro\n# Heading One\nbody");
         let b = article_from_text(root, Path::new("/r/notes.txt"), "## not h1\nplain".into());
         assert_eq!((b.id.as_str(), b.title.as_str()), ("notes.txt", "notes"));
+        assert_eq!(b.body, "## not h1\nplain");
+        // A leading heading is the title and leaves the body.
+        let c = article_from_text(root, Path::new("/r/c.md"), "\n  # Lava \r\nflows\n".into());
+        assert_eq!((c.title.as_str(), c.body.as_str()), ("Lava", "flows\n"));
+        let d = article_from_text(root, Path::new("/r/d.md"), "# Only".into());
+        assert_eq!((d.title.as_str(), d.body.as_str()), ("Only", ""));
+        let e = article_from_text(root, Path::new("/r/e.md"), "#  \n".into());
+        assert_eq!((e.title.as_str(), e.body.as_str()), ("e", "#  \n"));
     }
 }

@@ -250,11 +250,12 @@ impl ArticleIndex {
     }
 
     /// Import every `.txt` and `.md` file under `dir` (recursively). Title: the first
-    /// markdown `# ` heading, else the file name without extension; id: the path relative
-    /// to `dir`. Files whose text or path below `dir` is not UTF-8 are skipped with a
-    /// warning and counted; so are entries that are not regular files (FIFOs, sockets,
-    /// devices, dangling symbolic links). Symbolic links to files are read, links to
-    /// folders are not followed.
+    /// markdown `# ` heading, else the file name without extension; body: the text, less
+    /// that heading's line when it opens the file; id: the path relative to `dir`. Files
+    /// whose text or path below `dir` is not UTF-8 are skipped with a warning and counted;
+    /// so are entries that cannot be read as regular files (FIFOs, sockets, devices,
+    /// dangling symbolic links, no read permission). Symbolic links to files are read,
+    /// links to folders are not followed.
     pub fn import_dir(
         &self,
         dir: impl AsRef<Path>,
