@@ -104,6 +104,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         Box::new(std::io::BufReader::new(f))
     };
     let mut pairs = Vec::new();
+    // The input line of every pair, for errors about one pair.
+    let mut line_of = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| {
             let what = if e.kind() == std::io::ErrorKind::InvalidData {
@@ -130,9 +132,17 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             )
         })?;
         pairs.push((p.query, p.document));
+        line_of.push(i + 1);
     }
     let model = args.model.load()?;
-    let predictions = model.predict(&pairs)?;
+    let predictions = model.predict(&pairs).map_err(|e| {
+        let line = e.input_index().and_then(|i| line_of.get(i)).copied();
+        let e = anyhow::Error::from(e);
+        match line {
+            Some(line) => e.context(format!("{} line {line}", args.input.display())),
+            None => e,
+        }
+    })?;
     let multi_label = model.labels().len() > 1;
     let classes = if multi_label && model.labels().len() > 2 {
         Some(
@@ -148,7 +158,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let mut out = BufWriter::new(stdout.lock());
     for (i, p) in predictions.iter().enumerate() {
         if !p.score.is_finite() {
-            bail!("pair {} scored {} (non-finite)", i + 1, p.score);
+            bail!(
+                "{} line {}: the pair scored {} (non-finite)",
+                args.input.display(),
+                line_of[i],
+                p.score
+            );
         }
         let line = ScoreLine {
             logits: &p.logits,

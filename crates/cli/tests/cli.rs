@@ -255,6 +255,32 @@ fn bad_input_exits_with_an_error_that_names_it() {
         err.contains(&format!("{} line 2", pairs.display())),
         "{err}"
     );
+    // A pair that only_second cannot truncate (the fixture holds 64 tokens): its line.
+    std::fs::write(
+        &pairs,
+        format!(
+            "{{\"query\":\"a\",\"document\":\"b\"}}\n\n{{\"query\":\"{}\",\"document\":\"b\"}}\n",
+            "lava ".repeat(100)
+        ),
+    )
+    .unwrap();
+    let err = run_err(
+        &[
+            &"score",
+            &"--model",
+            &model,
+            &"--input",
+            &pairs,
+            &"--truncation",
+            &"only_second",
+        ],
+        1,
+    );
+    assert!(
+        err.contains(&format!("{} line 3", pairs.display())),
+        "{err}"
+    );
+    assert!(err.contains("only_second"), "{err}");
     std::fs::write(&pairs, b"{\"query\":\"a\",\"document\":\"\xff\"}\n").unwrap();
     let err = run_err(&[&"score", &"--model", &model, &"--input", &pairs], 1);
     assert!(err.contains("line 1: not valid UTF-8"), "{err}");

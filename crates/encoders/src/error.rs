@@ -85,9 +85,14 @@ pub enum EncoderError {
     #[error("cannot load weights from {path}: {message}")]
     Weights { path: PathBuf, message: String },
 
-    /// The tokenizer could not be built or failed on an input.
+    /// The tokenizer could not be built or failed on an input (`input`: its 0-based index
+    /// in the batch, when it failed on one input of a batch).
     #[error("tokenizer error ({context}): {message}")]
-    Tokenizer { context: String, message: String },
+    Tokenizer {
+        context: String,
+        message: String,
+        input: Option<usize>,
+    },
 
     /// A user-supplied option is invalid.
     #[error("invalid option {name} = {value}: {reason}")]
@@ -130,6 +135,17 @@ impl EncoderError {
         EncoderError::MalformedFile {
             path: path.into(),
             message: message.to_string(),
+        }
+    }
+
+    /// The 0-based index, in the batch the caller passed, of the input this error is about:
+    /// one that could not be tokenised, cannot run through the model, or scored NaN.
+    pub fn input_index(&self) -> Option<usize> {
+        match self {
+            EncoderError::InvalidInput { index, .. }
+            | EncoderError::NonFiniteScore { index, .. } => Some(*index),
+            EncoderError::Tokenizer { input, .. } => *input,
+            _ => None,
         }
     }
 

@@ -417,6 +417,7 @@ impl PairTokenizer {
         EncoderError::Tokenizer {
             context,
             message: e.to_string(),
+            input: None,
         }
     }
 
@@ -458,8 +459,17 @@ impl PairTokenizer {
         let (first, second) = match self.truncation {
             Some((max_length, strategy)) => {
                 let budget = max_length.saturating_sub(self.added_tokens(true));
-                let (n1, n2) = pair_lengths(first.len(), second.len(), budget, strategy)
-                    .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+                let (n1, n2) =
+                    pair_lengths(first.len(), second.len(), budget, strategy).map_err(|e| {
+                        let why = format!(
+                            "{e}: only_second truncation cuts the document only, and the query \
+                             ({} tokens) with the special tokens leaves no room for one document \
+                             token in max_length = {max_length}; use longest_first, a shorter \
+                             query or a larger max_length",
+                            first.len()
+                        );
+                        Self::tokenizer_error(ctx(), why)
+                    })?;
                 (keep_prefix(first, n1), keep_prefix(second, n2))
             }
             None => (first, second),
@@ -509,7 +519,11 @@ impl PairTokenizer {
     ) -> Result<Vec<EncodedPair>> {
         pairs
             .par_iter()
-            .map(|(q, d)| self.encode_pair(q.as_ref(), d.as_ref()))
+            .enumerate()
+            .map(|(i, (q, d))| {
+                self.encode_pair(q.as_ref(), d.as_ref())
+                    .map_err(|e| at_input(e, i))
+            })
             .collect()
     }
 
@@ -517,7 +531,8 @@ impl PairTokenizer {
     pub fn encode_texts<T: AsRef<str> + Sync>(&self, texts: &[T]) -> Result<Vec<EncodedPair>> {
         texts
             .par_iter()
-            .map(|t| self.encode_single(t.as_ref()))
+            .enumerate()
+            .map(|(i, t)| self.encode_single(t.as_ref()).map_err(|e| at_input(e, i)))
             .collect()
     }
 }
@@ -583,6 +598,20 @@ fn keep_prefix(enc: Encoding, n: usize) -> Encoding {
         Vec::new(),
         ahash::AHashMap::new(),
     )
+}
+
+/// `e`, failing input `index` of a batch, with that index (see [`EncoderError::input_index`]).
+fn at_input(e: EncoderError, index: usize) -> EncoderError {
+    match e {
+        EncoderError::Tokenizer {
+            context, message, ..
+        } => EncoderError::Tokenizer {
+            context: format!("input {index}: {context}"),
+            message,
+            input: Some(index),
+        },
+        other => other,
+    }
 }
 
 /// `model_max_length` of `tokenizer_config.json` as a limit on the tokens of an input.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tantivy_rerank_encoders::{
-    CrossEncoder, CrossEncoderOptions, DeviceSpec, EncodedPair, EncoderError,
+    CrossEncoder, CrossEncoderOptions, DeviceSpec, EncodedPair, EncoderError, Truncation,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -279,6 +279,39 @@ fn encodings_the_model_cannot_look_up_are_named_errors() {
         type_ids: vec![0; 64],
     };
     assert_eq!(model.logits_of_encodings(&[longest]).unwrap().0.len(), 1);
+}
+
+#[test]
+fn a_pair_that_cannot_be_truncated_is_named_by_its_batch_index() {
+    // bert-3label: at most 64 tokens. With only_second a 100-word query leaves no room.
+    let model = CrossEncoder::from_dir(
+        fixture("bert-3label"),
+        CrossEncoderOptions {
+            truncation: Truncation::OnlySecond,
+            ..CrossEncoderOptions::default().device(DeviceSpec::Cpu)
+        },
+    )
+    .unwrap();
+    let long_query = "lava ".repeat(100);
+    let pairs = [
+        ("short", "fine"),
+        ("short", "also fine"),
+        (long_query.as_str(), "doc"),
+    ];
+    let err = model.predict(&pairs).unwrap_err();
+    assert_eq!(err.input_index(), Some(2), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("input 2") && msg.contains("only_second"),
+        "{msg}"
+    );
+    // The same pair alone is input 0, and longest_first truncates it.
+    assert_eq!(
+        model.predict(&pairs[2..]).unwrap_err().input_index(),
+        Some(0)
+    );
+    let model = load(&fixture("bert-3label")).unwrap();
+    assert_eq!(model.predict(&pairs).unwrap().len(), 3);
 }
 
 #[test]
