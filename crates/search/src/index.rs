@@ -153,7 +153,9 @@ impl ArticleIndex {
         let fields = ArticleFields::from_index(&index, path)?;
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
+            // Commits of other handles and processes become visible within about half a
+            // second; this handle's own imports reload at once.
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
             .map_err(SearchError::tantivy("opening a reader"))?;
         Ok(ArticleIndex {
@@ -180,9 +182,18 @@ impl ArticleIndex {
         self.fields
     }
 
-    /// A searcher on the last committed state.
+    /// A searcher on the committed state as of the reader's last reload: this handle's own
+    /// imports are visible as soon as they return; commits through another handle or
+    /// process within about half a second, or at once after [`ArticleIndex::reload`].
     pub fn searcher(&self) -> Searcher {
         self.reader.searcher()
+    }
+
+    /// Make the latest commit (of any handle or process) visible to searches now.
+    pub fn reload(&self) -> Result<()> {
+        self.reader
+            .reload()
+            .map_err(SearchError::tantivy("reloading the reader"))
     }
 
     /// Number of live documents.
@@ -284,6 +295,9 @@ impl ArticleIndex {
     {
         let start = Instant::now();
         let mut writer = self.writer(options)?;
+        // The writer lock keeps every other writer out until the commit, so the latest
+        // commit is the state to look existing ids up in (another handle may have made it).
+        self.reload()?;
         let searcher = self.reader.searcher();
         let existing = searcher.num_docs() > 0;
         let fields = self.fields;
@@ -334,9 +348,7 @@ impl ArticleIndex {
         writer
             .wait_merging_threads()
             .map_err(SearchError::tantivy("merging segments"))?;
-        self.reader
-            .reload()
-            .map_err(SearchError::tantivy("reloading the reader"))?;
+        self.reload()?;
         bar.finish_and_clear();
         report.docs_indexed = indexed;
         report.docs_replaced = replaced;

@@ -284,6 +284,50 @@ fn foreign_index_schemas_are_refused_on_open_naming_the_field() {
 }
 
 #[test]
+fn two_handles_on_one_index_see_each_others_commits_and_replace_by_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
+    // Opened on the empty index, before a commits anything.
+    let b = ArticleIndex::open(tmp.path()).unwrap();
+    let c = ArticleIndex::open(tmp.path()).unwrap();
+    let article = |body: &str| Article {
+        id: "x".into(),
+        title: "cats".into(),
+        body: body.into(),
+    };
+    a.import_articles([article("cats purr")], &quiet()).unwrap();
+    // b re-imports the id right away: it replaces a's document (its reader may not have
+    // caught up yet; the import looks ids up in the latest commit).
+    let report = b
+        .import_articles([article("cats purr v2")], &quiet())
+        .unwrap();
+    assert_eq!((report.docs_indexed, report.docs_replaced), (1, 1));
+    assert_eq!(b.num_docs(), 1);
+    let fresh = ArticleIndex::open(tmp.path()).unwrap();
+    let hits = fresh.search_bm25("cats", 10).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].body, "cats purr v2");
+    // a sees b's commit after a reload ...
+    a.reload().unwrap();
+    assert_eq!(a.search_bm25("cats", 10).unwrap()[0].body, "cats purr v2");
+    // ... and c on its own, through the reload policy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .search_bm25("cats", 10)
+        .unwrap()
+        .first()
+        .map(|h| h.body.as_str())
+        != Some("cats purr v2")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c never saw the commit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn locked_index_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let index = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
