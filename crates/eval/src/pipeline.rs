@@ -318,6 +318,10 @@ pub fn evaluate_pipeline(
                     .iter()
                     .filter_map(|h| h.score)
                     .fold(f64::INFINITY, |m, s| m.min(f64::from(s)));
+                // Below the reranked ones, in BM25 order, with steps the 32-bit scores of
+                // trec_eval still tell apart (1, or 16 units in the last place of a large base).
+                let base = if floor.is_finite() { floor } else { 0.0 };
+                let step = (base.abs() * f64::from(f32::EPSILON) * 16.0).max(1.0);
                 let mut tail = 0.0;
                 let docs = results
                     .hits
@@ -325,8 +329,7 @@ pub fn evaluate_pipeline(
                     .map(|h| match h.score {
                         Some(s) => (h.id.clone(), f64::from(s)),
                         None => {
-                            tail += 1.0;
-                            let base = if floor.is_finite() { floor } else { 0.0 };
+                            tail += step;
                             (h.id.clone(), base - tail)
                         }
                     })
@@ -368,7 +371,8 @@ pub fn evaluate_pipeline(
     })
 }
 
-/// Put every query of `run` in trec order, cut it to `top_k` and score it against the qrels.
+/// Put every query of `run` in trec order, drop repeated documents (each counts once, at its
+/// best score), cut it to `top_k` and score it against the qrels.
 pub fn score_run(ds: &Dataset, mut run: Run, top_k: usize) -> SystemReport {
     let empty = Default::default();
     let per_query: Vec<(String, TrecMetrics)> = run
@@ -376,6 +380,10 @@ pub fn score_run(ds: &Dataset, mut run: Run, top_k: usize) -> SystemReport {
         .iter_mut()
         .map(|(qid, docs)| {
             trec_order(docs);
+            let repeats = trec::drop_repeated_docs(docs);
+            if repeats > 0 {
+                tracing::warn!(query = %qid, repeats, "a run lists documents more than once; each counts once, at its best score");
+            }
             docs.truncate(top_k);
             let ids: Vec<&str> = docs.iter().map(|(d, _)| d.as_str()).collect();
             let m = trec::evaluate(&ids, ds.qrels.get(qid.as_str()).unwrap_or(&empty));

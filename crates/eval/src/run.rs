@@ -63,11 +63,13 @@ impl Run {
         out.flush().map_err(EvalError::io(path))
     }
 
-    /// Read a TREC run file (query order: first appearance).
+    /// Read a TREC run file (query order: first appearance). A document listed twice for one
+    /// query is an error naming both lines, as in trec_eval.
     pub fn read_trec(path: &Path) -> Result<Run> {
         let file = std::fs::File::open(path).map_err(EvalError::io(path))?;
         let mut run = Run::default();
         let mut index = std::collections::HashMap::new();
+        let mut first_line = std::collections::HashMap::new();
         for (i, line) in BufReader::new(file).lines().enumerate() {
             let line = line.map_err(EvalError::io(path))?;
             if line.trim().is_empty() {
@@ -89,6 +91,14 @@ impl Run {
             let score: f64 = cols[4]
                 .parse()
                 .map_err(|_| malformed(format!("score `{}` is not a number", cols[4])))?;
+            if let Some(first) =
+                first_line.insert((cols[0].to_string(), cols[2].to_string()), i + 1)
+            {
+                return Err(malformed(format!(
+                    "document `{}` is listed again for query `{}` (first on line {first})",
+                    cols[2], cols[0]
+                )));
+            }
             run.system = cols[5].to_string();
             let slot = *index.entry(cols[0].to_string()).or_insert_with(|| {
                 run.queries.push((cols[0].to_string(), Vec::new()));
@@ -122,5 +132,22 @@ mod tests {
         run.write_trec(&path).unwrap();
         let back = Run::read_trec(&path).unwrap();
         assert_eq!(back.queries, run.queries);
+    }
+
+    #[test]
+    fn a_document_listed_twice_for_a_query_is_refused_naming_both_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.trec");
+        std::fs::write(
+            &path,
+            "q1 Q0 a 1 3.0 s\nq2 Q0 a 1 3.0 s\n\nq1 Q0 a 2 2.0 s\n",
+        )
+        .unwrap();
+        let err = Run::read_trec(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("x.trec:4:") && err.contains("first on line 1"),
+            "{err}"
+        );
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 }

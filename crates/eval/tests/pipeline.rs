@@ -228,6 +228,47 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
     );
 }
 
+/// Candidates past the window keep their BM25 order in the rerank run even when the reranked
+/// scores are so large that steps of 1 below them vanish in trec_eval's 32-bit scores.
+#[test]
+fn the_tail_keeps_bm25_order_below_huge_rerank_scores() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // BM25 order a, b, c (most "cats" first): the reverse of trec_eval's tie order by id.
+    write_beir(
+        tmp.path(),
+        concat!(
+            "{\"_id\": \"a\", \"title\": \"\", \"text\": \"cats cats cats\"}\n",
+            "{\"_id\": \"b\", \"title\": \"\", \"text\": \"cats cats dogs\"}\n",
+            "{\"_id\": \"c\", \"title\": \"\", \"text\": \"cats dogs dogs\"}\n",
+        ),
+        "{\"_id\": \"q1\", \"text\": \"cats\"}\n",
+        "query-id\tcorpus-id\tscore\nq1\tb\t1\n",
+    );
+    let ds = load_beir(tmp.path(), "test").expect("load");
+    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
+        Ok::<_, std::convert::Infallible>(vec![1e8; t.len()])
+    });
+    let opts = PipelineOptions {
+        progress: false,
+        passages: None,
+        window: 1,
+        top_k: 10,
+        ..Default::default()
+    };
+    let report = evaluate_pipeline(&ds, Some(&reranker), &opts).expect("pipeline");
+    // The run lists the hits best first: the reranked one, then the tail in BM25 order.
+    let listed: Vec<String> = report.systems[1].run.queries[0]
+        .1
+        .iter()
+        .map(|(d, _)| d.clone())
+        .collect();
+    assert_eq!(listed, ["a", "b", "c"]);
+    let mut docs = report.systems[1].run.queries[0].1.clone();
+    tantivy_rerank_eval::metrics::trec::trec_order(&mut docs);
+    let ordered: Vec<String> = docs.into_iter().map(|(d, _)| d).collect();
+    assert_eq!(ordered, listed);
+}
+
 /// `index_dir` reuses an index only when it holds the dataset's corpus.
 #[test]
 fn a_reused_index_must_hold_the_corpus() {

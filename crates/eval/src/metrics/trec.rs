@@ -18,11 +18,25 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Sort `(doc id, score)` pairs as trec_eval does: score descending, then doc id descending.
+/// Scores are compared as 32-bit floats, the precision trec_eval (and pytrec_eval) keeps, so
+/// two scores that differ only past it tie there and here alike.
 pub fn trec_order<S: AsRef<str>>(run: &mut [(S, f64)]) {
     run.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
+        (b.1 as f32)
+            .total_cmp(&(a.1 as f32))
             .then_with(|| b.0.as_ref().as_bytes().cmp(a.0.as_ref().as_bytes()))
     });
+}
+
+/// Keep the first occurrence of each document id of a run in trec order (its best score);
+/// returns how many repeats were dropped. trec_eval refuses a run with a repeated document,
+/// and pytrec_eval's run (a dict) cannot hold one; counting it twice would inflate every
+/// measure.
+pub fn drop_repeated_docs<S: AsRef<str>>(run: &mut Vec<(S, f64)>) -> usize {
+    let before = run.len();
+    let mut seen = std::collections::HashSet::new();
+    run.retain(|(d, _)| seen.insert(d.as_ref().to_owned()));
+    before - run.len()
 }
 
 /// The measures of one query.
@@ -155,6 +169,22 @@ pub fn map_cut<S: AsRef<str>>(ranked: &[S], judged: &BTreeMap<String, i64>, k: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scores_tie_at_32_bit_precision_and_repeats_count_once() {
+        // Equal as f32: the tie goes to the larger doc id, as in trec_eval.
+        let mut run = vec![("a", 0.100_000_000_000_000_02), ("b", 0.1)];
+        trec_order(&mut run);
+        assert_eq!(run[0].0, "b");
+        let judged: BTreeMap<String, i64> = [("a".to_string(), 1), ("b".to_string(), 1)].into();
+        let mut run = vec![("a", 3.0), ("a", 2.0), ("c", 1.0)];
+        trec_order(&mut run);
+        assert_eq!(drop_repeated_docs(&mut run), 1);
+        assert_eq!(run, [("a", 3.0), ("c", 1.0)]);
+        let ids: Vec<&str> = run.iter().map(|r| r.0).collect();
+        let m = evaluate(&ids, &judged);
+        assert_eq!((m.recall_100, m.map_100), (0.5, 0.5));
+    }
 
     #[test]
     fn tie_break_is_docid_descending() {
