@@ -313,10 +313,16 @@ fn read_jsonl<T>(
             column: 1,
             message: format!("unreadable line: {e}"),
         })?;
+        // Editors on Windows start UTF-8 files with a byte-order mark.
+        let line = if line_no == 1 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(&line).map_err(|e| EvalError::Malformed {
+        let value: Value = serde_json::from_str(line).map_err(|e| EvalError::Malformed {
             path: path.to_path_buf(),
             line: line_no,
             column: e.column().max(1),
@@ -385,6 +391,16 @@ fn read_jsonl<T>(
     Ok(out)
 }
 
+/// True when the first line of a qrels file names its columns instead of judging a pair.
+fn is_qrels_header(first: &str, grade: &str) -> bool {
+    let name = |s: &str| s.to_ascii_lowercase().replace(['-', '_', ' '], "");
+    matches!(name(first).as_str(), "queryid" | "qid" | "query" | "topic")
+        || matches!(
+            name(grade).as_str(),
+            "score" | "relevance" | "rel" | "label" | "grade" | "judgement" | "judgment"
+        )
+}
+
 /// Read a qrels file: BEIR TSV (`query-id<TAB>corpus-id<TAB>score`, header optional) or TREC
 /// (`qid iter docid rel`, whitespace separated).
 pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
@@ -399,6 +415,11 @@ pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
             message,
         };
         let line = line.map_err(|e| malformed(1, format!("unreadable line: {e}")))?;
+        let line = if line_no == 1 {
+            line.strip_prefix('\u{feff}').unwrap_or(&line)
+        } else {
+            &line
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -424,22 +445,23 @@ pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
                 ));
             }
         };
+        // Integers, also written as floats (`1.0`), within i64 (no silent clamping).
         let parsed = grade.parse::<i64>().ok().or_else(|| {
             grade
                 .parse::<f64>()
                 .ok()
-                .filter(|g| g.fract() == 0.0 && g.is_finite())
+                .filter(|g| g.fract() == 0.0 && g.abs() < 9.0e18)
                 .map(|g| g as i64)
         });
         let Some(g) = parsed else {
-            // A header names its columns; a number that is not an integer is a bad grade,
-            // on line 1 as anywhere else.
-            if line_no == 1 && grade.parse::<f64>().is_err() {
+            // Line 1 may be a header that names its columns (BEIR's is `query-id corpus-id
+            // score`); anything else that is not an integer grade is an error.
+            if line_no == 1 && is_qrels_header(qid, grade) {
                 continue;
             }
             return Err(malformed(
                 grade_col,
-                format!("relevance grade `{grade}` is not an integer"),
+                format!("relevance grade `{grade}` is not an integer (or is out of range)"),
             ));
         };
         if qid.is_empty() || did.is_empty() {

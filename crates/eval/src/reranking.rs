@@ -256,11 +256,14 @@ fn evaluate_dataset(
             })
             .unwrap_or_default();
         let is_pos: HashMap<&str, ()> = positives.iter().map(|p| (*p, ())).collect();
-        let documents: Vec<&str> = ids
-            .iter()
-            .take(options.rerank_k)
-            .map(String::as_str)
-            .collect();
+        // Candidates the corpus lacks are dropped, as the NanoBEIR loader drops them (a
+        // hand-built `Dataset` can still hold some).
+        let known = ids.iter().filter(|d| docs.contains_key(d.as_str()));
+        let unknown = ids.len() - known.clone().count();
+        if unknown > 0 {
+            tracing::warn!(dataset = %ds.name, query = %qid, unknown, "candidates not in the corpus are skipped");
+        }
+        let documents: Vec<&str> = known.take(options.rerank_k).map(String::as_str).collect();
 
         // Base: the BM25 order with missed positives appended.
         let mut base_rel: Vec<bool> = documents.iter().map(|d| is_pos.contains_key(d)).collect();
@@ -395,5 +398,55 @@ pub(crate) fn per_second(n: usize, d: Duration) -> f64 {
         0.0
     } else {
         n as f64 / d.as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{Document, Query};
+    use tantivy_rerank_search::FnReranker;
+
+    #[test]
+    fn candidates_missing_from_the_corpus_are_skipped_not_a_panic() {
+        let doc = |id: &str, text: &str| Document {
+            id: id.into(),
+            title: String::new(),
+            text: text.into(),
+        };
+        let ds = Dataset {
+            name: "hand-built".into(),
+            corpus: vec![doc("a", "cats purr"), doc("b", "dogs bark")],
+            queries: vec![Query {
+                id: "q".into(),
+                text: "cats".into(),
+            }],
+            qrels: [("q".to_string(), [("a".to_string(), 1)].into())].into(),
+            candidates: Some(vec![(
+                "q".into(),
+                vec!["b".into(), "zzz".into(), "a".into()],
+            )]),
+            ..Default::default()
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        let reranker = FnReranker::new(|_q: &str, texts: &[&str]| {
+            seen.lock().unwrap().push(texts.len());
+            Ok::<_, std::convert::Infallible>(
+                texts
+                    .iter()
+                    .map(|t| t.matches("cats").count() as f32)
+                    .collect(),
+            )
+        });
+        let options = RerankEvalOptions {
+            progress: false,
+            ..Default::default()
+        };
+        let report = evaluate_rerank(std::slice::from_ref(&ds), &reranker, &options).unwrap();
+        // Two known candidates scored; the positive is ranked first after reranking.
+        assert_eq!(*seen.lock().unwrap(), [2]);
+        let r = &report.datasets[0];
+        assert_eq!(r.reranked.ndcg_at_k, 1.0);
+        assert!(r.base.ndcg_at_k < 1.0);
     }
 }

@@ -136,6 +136,29 @@ fn beir_bad_input_names_file_line_and_column() {
         matches!(&err, EvalError::Malformed { line: 1, .. }),
         "{err}"
     );
+    // So are a word on line 1 that names no column, and grades past i64.
+    for (qrels, line) in [
+        ("q\td1\tx\nq\td2\t1\n", 1),
+        ("q\td1\t1\nq\td2\t1e30\n", 2),
+        ("q\td1\t99999999999999999999\n", 1),
+    ] {
+        write_beir(dir, CORPUS, "{\"_id\": \"q\", \"text\": \"x\"}\n", qrels);
+        let err = load_beir(dir, "test").unwrap_err();
+        assert!(
+            matches!(&err, EvalError::Malformed { line: l, .. } if *l == line),
+            "{qrels:?}: {err}"
+        );
+    }
+    // Byte-order marks at the start of the corpus, queries and qrels, and a TREC-style
+    // header, are fine.
+    write_beir(
+        dir,
+        &format!("\u{feff}{CORPUS}"),
+        "\u{feff}{\"_id\": \"q\", \"text\": \"x\"}\n",
+        "\u{feff}qid\tdocno\trelevance\nq\td1\t1\n",
+    );
+    let ds = load_beir(dir, "test").expect("byte-order marks");
+    assert_eq!((ds.corpus.len(), ds.qrels["q"]["d1"]), (4, 1));
     // Unknown ids, repeated judgements and empty queries are counted, not fatal.
     write_beir(
         dir,
