@@ -58,6 +58,9 @@ pub struct QueryOptions {
     /// the title is searched with boost `b` in both modes (`b <= 0` leaves it out).
     pub title_boost: Option<f32>,
 }
+/// The largest title boost [`ArticleIndex::set_query_options`] takes (in size).
+pub const MAX_TITLE_BOOST: f32 = 1e6;
+
 /// An article index in a directory, searchable from many threads at once (`Sync`).
 ///
 /// ```
@@ -219,15 +222,28 @@ impl ArticleIndex {
         self.query_options
     }
 
-    /// Set the first-stage options.
-    pub fn set_query_options(&mut self, options: QueryOptions) {
+    /// Set the first-stage options. A title boost that is not a finite number of at most
+    /// [`MAX_TITLE_BOOST`] in size is [`SearchError::InvalidOption`] (an infinite BM25
+    /// score would break every later stage).
+    pub fn set_query_options(&mut self, options: QueryOptions) -> Result<()> {
+        if let Some(b) = options
+            .title_boost
+            .filter(|b| !(b.abs() <= MAX_TITLE_BOOST))
+        {
+            return Err(SearchError::InvalidOption {
+                option: "title_boost",
+                value: b.to_string(),
+                reason: "must be a finite number between -1e6 and 1e6",
+            });
+        }
         self.query_options = options;
+        Ok(())
     }
 
     /// Builder form of [`ArticleIndex::set_query_options`].
-    pub fn with_query_options(mut self, options: QueryOptions) -> Self {
-        self.query_options = options;
-        self
+    pub fn with_query_options(mut self, options: QueryOptions) -> Result<Self> {
+        self.set_query_options(options)?;
+        Ok(self)
     }
 
     // ---------------------------------------------------------------- import

@@ -43,7 +43,7 @@ mod schema;
 pub use collector::{Candidates, RerankCollector};
 pub use error::{BoxError, RerankError, Result, SearchError};
 pub use import::{id_problem, Article, FieldMapping, ImportOptions, ImportReport, MAX_ID_BYTES};
-pub use index::{ArticleIndex, QueryFields, QueryOptions, DEFAULT_TITLE_BOOST};
+pub use index::{ArticleIndex, QueryFields, QueryOptions, DEFAULT_TITLE_BOOST, MAX_TITLE_BOOST};
 pub use passages::{split_passages, split_spans, PassageOptions};
 pub use rerank::{
     Aggregation, Candidate, Combination, Hit, PassageHit, RerankOptions, RerankResults, Timings,

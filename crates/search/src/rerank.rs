@@ -300,15 +300,23 @@ fn build_passages<R: Reranker + ?Sized>(
         .collect()
 }
 
+/// Min-max normalisation to `[0, 1]` (all 0 when the values are equal), in f64 so that the
+/// range of two huge finite scores cannot overflow.
 fn min_max(values: &[f32]) -> Vec<f32> {
     let (lo, hi) = values
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(f64::from(v)), hi.max(f64::from(v)))
         });
     values
         .iter()
-        .map(|&v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+        .map(|&v| {
+            if hi > lo {
+                ((f64::from(v) - lo) / (hi - lo)) as f32
+            } else {
+                0.0
+            }
+        })
         .collect()
 }
 
@@ -372,7 +380,10 @@ pub(crate) fn rerank_candidates<R: Reranker + ?Sized>(
         let value = match options.aggregation {
             Aggregation::Max => s.get(best).copied().unwrap_or(0.0),
             Aggregation::First => s.first().copied().unwrap_or(0.0),
-            Aggregation::Mean => s.iter().sum::<f32>() / s.len().max(1) as f32,
+            // In f64: passages of huge finite scores must not sum past f32.
+            Aggregation::Mean => {
+                (s.iter().map(|&v| f64::from(v)).sum::<f64>() / s.len().max(1) as f64) as f32
+            }
         };
         aggregated.push(value);
         best_passage.push((best, s.len(), s.get(best).copied().unwrap_or(0.0)));
@@ -505,6 +516,53 @@ mod tests {
         let (hits, ..) = rerank_candidates("q", cands(3), &by_len(), &opts).unwrap();
         assert_eq!(hits[0].id, "d0");
         assert_eq!(hits[0].score, Some(1.0));
+    }
+
+    #[test]
+    fn huge_finite_scores_fuse_and_average_without_overflow() {
+        // Scores by doc number: t0 -> f32::MAX, t1 -> -f32::MAX, t2 -> 0.
+        let extreme = FnReranker::new(|_q: &str, t: &[&str]| {
+            Ok::<_, std::convert::Infallible>(
+                t.iter()
+                    .map(|t| match t.split('\n').next() {
+                        Some("t0") => f32::MAX,
+                        Some("t1") => -f32::MAX,
+                        _ => 0.0,
+                    })
+                    .collect(),
+            )
+        });
+        let opts = RerankOptions {
+            window: 3,
+            top_n: 3,
+            passages: None,
+            combination: Combination::Linear { alpha: 0.5 },
+            ..Default::default()
+        };
+        let (hits, ..) = rerank_candidates("q", cands(3), &extreme, &opts).unwrap();
+        let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        // d0: best BM25 and best rerank score -> 1.0; d1: 0.5 * 0 + 0.5 * 0.5; d2: 0.5 * 0.5 + 0.
+        assert_eq!(ids, ["d0", "d1", "d2"]);
+        assert_eq!(hits[0].score, Some(1.0));
+        assert!(hits.iter().all(|h| h.score.is_some_and(f32::is_finite)));
+        // The mean of passages that each score near f32::MAX stays finite.
+        let mut c = cands(1);
+        c[0].body = "a b c d".into();
+        let big = FnReranker::new(|_q: &str, t: &[&str]| {
+            Ok::<_, std::convert::Infallible>(vec![3e38; t.len()])
+        });
+        let opts = RerankOptions {
+            passages: Some(PassageOptions {
+                length: 1,
+                stride: 1,
+                max_passages: 10,
+            }),
+            aggregation: Aggregation::Mean,
+            ..Default::default()
+        };
+        let (hits, n, ..) = rerank_candidates("q", c, &big, &opts).unwrap();
+        assert!(n > 1);
+        assert_eq!(hits[0].rerank_score, Some(3e38));
     }
 
     #[test]

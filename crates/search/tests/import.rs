@@ -328,6 +328,39 @@ fn two_handles_on_one_index_see_each_others_commits_and_replace_by_id() {
 }
 
 #[test]
+fn title_boosts_that_would_make_scores_infinite_are_refused() {
+    use tantivy_rerank_search::QueryOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
+    for bad in [f32::INFINITY, f32::NAN, f32::MAX, -1e7] {
+        let err = index
+            .set_query_options(QueryOptions {
+                title_boost: Some(bad),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SearchError::InvalidOption {
+                    option: "title_boost",
+                    ..
+                }
+            ),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(index.query_options(), QueryOptions::default());
+    index
+        .set_query_options(QueryOptions {
+            title_boost: Some(2.0),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(index.query_options().title_boost, Some(2.0));
+}
+
+#[test]
 fn locked_index_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let index = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();

@@ -79,10 +79,12 @@ fn scifact_bm25_configurations() {
             ("body only", QueryFields::Separate, Some(0.0)),
         ];
         for (name, fields, title_boost) in configs {
-            index.set_query_options(QueryOptions {
-                fields,
-                title_boost,
-            });
+            index
+                .set_query_options(QueryOptions {
+                    fields,
+                    title_boost,
+                })
+                .unwrap();
             let ndcg = common::bm25_ndcg10(&index, &data, "test");
             rows.push(format!("{:<14} {:<24} {ndcg:.4}", analyzer.name(), name));
             assert!(ndcg > 0.5, "{name}: {ndcg}");
