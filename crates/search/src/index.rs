@@ -228,7 +228,7 @@ impl ArticleIndex {
     pub fn set_query_options(&mut self, options: QueryOptions) -> Result<()> {
         if let Some(b) = options
             .title_boost
-            .filter(|b| !(b.abs() <= MAX_TITLE_BOOST))
+            .filter(|b| !b.is_finite() || b.abs() > MAX_TITLE_BOOST)
         {
             return Err(SearchError::InvalidOption {
                 option: "title_boost",
