@@ -503,6 +503,15 @@ impl PairTokenizer {
         })
     }
 
+    /// Number of tokens in `text` (no special tokens, no truncation); cheaper than
+    /// [`token_spans`](Self::token_spans), which also works out the offsets.
+    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| {
+            Self::tokenizer_error(format!("encoding text of {} bytes", text.len()), e)
+        })?;
+        Ok(enc.len())
+    }
+
     /// Byte ranges in `text` of its tokens (no special tokens, no truncation), e.g. to cut
     /// a long document into passages of a given number of model tokens.
     pub fn token_spans(&self, text: &str) -> Result<Vec<(usize, usize)>> {

@@ -74,6 +74,16 @@ fn real_tokenizers_match_transformers() {
                 }
                 None => tok.clone(),
             };
+            // Counting agrees with the spans passages are cut by, with or without a limit
+            // (neither truncates).
+            for text in [&case.query, &document] {
+                let spans = t.token_spans(text).unwrap();
+                assert_eq!(
+                    t.count_tokens(text).unwrap(),
+                    spans.len(),
+                    "{name} case {i}"
+                );
+            }
             let enc = t.encode_pair(&case.query, &document).unwrap();
             assert_eq!(
                 enc.ids, case.input_ids,

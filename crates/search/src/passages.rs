@@ -10,7 +10,10 @@ use crate::error::{Result, SearchError};
 /// ([`Reranker::token_spans`](crate::Reranker::token_spans): the cross-encoder and the
 /// bi-encoder), otherwise in whitespace-separated words. When the reranker reports
 /// [`Reranker::max_tokens`](crate::Reranker::max_tokens), the length is capped so that a
-/// passage fits next to the query and the model never silently truncates it. Only the first
+/// passage fits next to the query, and a passage that the reranker counts as longer on its
+/// own (a word cut in two at its edge is tokenised afresh) is shortened from its end, the
+/// next one starting no later than where it ends: the model never silently truncates a
+/// passage, unless the query alone leaves less than 8 tokens. Only the first
 /// `max_passages` passages of a document are scored: text beyond
 /// `stride * (max_passages - 1) + length` tokens (or words) is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +98,18 @@ pub fn split_spans<'a>(
     spans: &[(usize, usize)],
     options: &PassageOptions,
 ) -> Vec<&'a str> {
+    split_fitted(text, spans, options, |_, end| end)
+}
+
+/// [`split_spans`], where `fit(start, end)` may shorten each passage to units
+/// `start..fit(start, end)` (at least one unit). The next passage then starts no later than
+/// where the shortened one ends, so no text between passages goes unscored.
+pub(crate) fn split_fitted<'a>(
+    text: &'a str,
+    spans: &[(usize, usize)],
+    options: &PassageOptions,
+    fit: impl Fn(usize, usize) -> usize,
+) -> Vec<&'a str> {
     if spans.is_empty() {
         return vec![""];
     }
@@ -103,14 +118,25 @@ pub fn split_spans<'a>(
     let mut out = Vec::new();
     let mut start = 0;
     while start < spans.len() && out.len() < options.max_passages.max(1) {
-        let end = (start + length).min(spans.len());
-        out.push(slice_on_chars(text, spans[start].0, spans[end - 1].1));
+        let full = (start + length).min(spans.len());
+        let end = fit(start, full).clamp(start + 1, full);
+        out.push(span_text(text, spans, start, end));
         if end == spans.len() {
             break;
         }
-        start += stride;
+        start = (start + stride).min(end);
     }
     out
+}
+
+/// The text of units `start..end` (non-empty) of `spans`.
+pub(crate) fn span_text<'a>(
+    text: &'a str,
+    spans: &[(usize, usize)],
+    start: usize,
+    end: usize,
+) -> &'a str {
+    slice_on_chars(text, spans[start].0, spans[end - 1].1)
 }
 
 /// `text[from..to]`, widened to the nearest char boundaries (token offsets of byte-level

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::DocAddress;
 
 use crate::error::{Result, SearchError};
-use crate::passages::{split_spans, word_spans, PassageOptions};
+use crate::passages::{span_text, split_fitted, word_spans, PassageOptions};
 use crate::reranker::Reranker;
 
 /// How passage scores become one document score.
@@ -282,7 +282,8 @@ fn build_passages<R: Reranker + ?Sized>(
     let Some(mut popts) = options.passages else {
         return texts.iter().map(|t| vec![t.clone()]).collect();
     };
-    if let Some(budget) = reranker.passage_budget(query) {
+    let budget = reranker.passage_budget(query);
+    if let Some(budget) = budget {
         popts.length = popts.length.min(budget);
         popts.stride = popts.stride.min(popts.length);
     }
@@ -292,16 +293,44 @@ fn build_passages<R: Reranker + ?Sized>(
             let spans = reranker
                 .token_spans(text)
                 .unwrap_or_else(|| word_spans(text));
-            split_spans(text, &spans, &popts)
-                .into_iter()
-                .map(str::to_string)
-                .collect()
+            split_fitted(text, &spans, &popts, |start, end| {
+                fitted_end(text, &spans, start, end, budget, reranker)
+            })
+            .into_iter()
+            .map(str::to_string)
+            .collect()
         })
         .collect()
 }
 
-/// Min-max normalisation to `[0, 1]` (all 0 when the values are equal), in f64 so that the
-/// range of two huge finite scores cannot overflow.
+/// The end of the passage of units `start..end`, moved back until the reranker counts no
+/// more than `budget` tokens in it. A slice of a text can take more tokens than the units it
+/// was cut from (a word cut in two is tokenised afresh), and the model would silently
+/// truncate it. A passage of fewer bytes than the budget is not counted: no tokenizer makes
+/// more tokens than bytes, plus one for a word marker some put in front.
+fn fitted_end<R: Reranker + ?Sized>(
+    text: &str,
+    spans: &[(usize, usize)],
+    start: usize,
+    mut end: usize,
+    budget: Option<usize>,
+    reranker: &R,
+) -> usize {
+    let Some(budget) = budget else {
+        return end;
+    };
+    loop {
+        let passage = span_text(text, spans, start, end);
+        if passage.len() < budget || end - start == 1 {
+            return end;
+        }
+        match reranker.count_tokens(passage) {
+            Some(n) if n > budget => end -= (n - budget).min(end - start - 1),
+            _ => return end,
+        }
+    }
+}
+
 fn min_max(values: &[f32]) -> Vec<f32> {
     let (lo, hi) = values
         .iter()
@@ -563,6 +592,48 @@ mod tests {
         let (hits, n, ..) = rerank_candidates("q", c, &big, &opts).unwrap();
         assert!(n > 1);
         assert_eq!(hits[0].rerank_score, Some(3e38));
+    }
+
+    /// Cuts passages by words, but counts a word starting with `x` as two tokens, as a
+    /// tokenizer may split a word fragment more finely than the whole text it was cut from.
+    struct Growing(std::sync::Mutex<Vec<String>>);
+
+    impl Reranker for Growing {
+        fn rerank(&self, _q: &str, texts: &[&str]) -> Result<Vec<f32>, crate::RerankError> {
+            let mut seen = self.0.lock().unwrap();
+            seen.extend(texts.iter().map(|t| t.to_string()));
+            Ok(vec![0.0; texts.len()])
+        }
+        fn max_tokens(&self) -> Option<usize> {
+            Some(13)
+        }
+        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+            Some(word_spans(text))
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            let words = text.split_whitespace();
+            Some(words.map(|w| if w.starts_with('x') { 2 } else { 1 }).sum())
+        }
+    }
+
+    #[test]
+    fn passages_are_shortened_until_the_model_reads_them_whole_and_leave_no_gap() {
+        let reranker = Growing(Default::default());
+        let mut c = cands(1);
+        c[0].title = String::new();
+        c[0].body = "a xb c xd e xf g h i j k l m n o".into();
+        let opts = RerankOptions {
+            passages: Some(PassageOptions::default()),
+            ..Default::default()
+        };
+        rerank_candidates("q", c, &reranker, &opts).unwrap();
+        // Budget: 13 - (1 query token + 3 special tokens) = 9 tokens, so passages of 9
+        // words every 9 words; "a xb c xd e xf g h i" counts 12 and is cut to 6 words.
+        let seen = reranker.0.lock().unwrap().clone();
+        assert_eq!(seen, ["a xb c xd e xf", "g h i j k l m n o"]);
+        for p in &seen {
+            assert!(reranker.count_tokens(p).unwrap() <= 9, "{p}");
+        }
     }
 
     #[test]

@@ -146,6 +146,9 @@ mod encoders {
         fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
             self.tokenizer().token_spans(text).ok()
         }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            self.tokenizer().count_tokens(text).ok()
+        }
     }
 
     /// Cosine similarity of query and text embeddings ([`BiEncoder::score`]).
@@ -158,6 +161,9 @@ mod encoders {
         }
         fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
             self.tokenizer().token_spans(text).ok()
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            self.tokenizer().count_tokens(text).ok()
         }
         /// Each passage is embedded alone (`[CLS] passage [SEP]`): the query takes no room.
         fn passage_budget(&self, _query: &str) -> Option<usize> {
