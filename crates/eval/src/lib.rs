@@ -49,7 +49,7 @@ mod report;
 mod reranking;
 mod run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -100,10 +100,15 @@ impl FromStr for DatasetSpec {
     type Err = EvalError;
 
     fn from_str(spec: &str) -> Result<Self> {
-        let Some(rest) = spec.strip_prefix("nanobeir") else {
-            return Ok(DatasetSpec::Beir { dir: spec.into() });
+        // `nanobeir` in any case (`NanoBEIR:nq`), unless a folder has that name.
+        let prefix = spec.get(.."nanobeir".len());
+        let rest = match prefix {
+            Some(p) if p.eq_ignore_ascii_case("nanobeir") && !Path::new(spec).is_dir() => {
+                &spec["nanobeir".len()..]
+            }
+            _ => return Ok(DatasetSpec::Beir { dir: spec.into() }),
         };
-        let names: Vec<String> = match rest {
+        let names: Vec<String> = match rest.to_ascii_lowercase().as_str() {
             "" => default_datasets().iter().map(|s| s.to_string()).collect(),
             ":all" => NANOBEIR_DATASETS
                 .iter()
@@ -126,8 +131,14 @@ impl FromStr for DatasetSpec {
                 reason: "no dataset named after `nanobeir:`".into(),
             });
         }
+        let mut seen = std::collections::HashSet::new();
         for n in &names {
-            split_name(n)?;
+            if !seen.insert(split_name(n)?) {
+                return Err(EvalError::DatasetSpec {
+                    spec: spec.into(),
+                    reason: format!("`{n}` is named twice (it would count twice in the mean)"),
+                });
+            }
         }
         Ok(DatasetSpec::NanoBeir { names })
     }
@@ -165,6 +176,23 @@ mod tests {
             DatasetSpec::NanoBeir { names } => assert_eq!(names.len(), 11),
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            "NanoBEIR:MSMARCO".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::NanoBeir {
+                names: vec!["MSMARCO".into()]
+            }
+        );
+        assert!(matches!(
+            "NANOBEIR:all".parse::<DatasetSpec>().unwrap(),
+            DatasetSpec::NanoBeir { names } if names.len() == 13
+        ));
+        let err = "nanobeir:msmarco,nq,NanoMSMARCO"
+            .parse::<DatasetSpec>()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`NanoMSMARCO` is named twice"),
+            "{err}"
+        );
         assert!("nanobeir:foo".parse::<DatasetSpec>().is_err());
         assert!("nanobeir:".parse::<DatasetSpec>().is_err());
         assert_eq!(
