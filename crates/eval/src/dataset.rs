@@ -374,6 +374,7 @@ fn read_jsonl<T>(
             return Err(EvalError::DuplicateId {
                 path: path.to_path_buf(),
                 line: line_no,
+                first_path: path.to_path_buf(),
                 first_line,
                 kind,
                 id,

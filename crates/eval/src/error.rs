@@ -40,13 +40,18 @@ pub enum EvalError {
         field: String,
     },
     /// The same document or query id appears twice.
-    #[error("{path}:{line}: duplicate {kind} id `{id}` (first seen on line {first_line})")]
+    #[error(
+        "{path}:{line}: duplicate {kind} id `{id}` (first seen at {}:{first_line})",
+        first_path.display()
+    )]
     DuplicateId {
         /// The file.
         path: PathBuf,
         /// 1-based line (or row) of the second occurrence.
         line: usize,
-        /// 1-based line (or row) of the first occurrence.
+        /// The file of the first occurrence (another file of the same split, or `path`).
+        first_path: PathBuf,
+        /// 1-based line (or row) of the first occurrence, in `first_path`.
         first_line: usize,
         /// `document` or `query`.
         kind: &'static str,

@@ -140,11 +140,12 @@ pub fn load_split(dir: &Path, split: &str, origin: &str) -> Result<Dataset> {
         let texts = t.strings("text")?;
         let titles = t.optional_strings("title")?;
         for (row, (id, text)) in ids.into_iter().zip(texts).enumerate() {
-            if let Some(first) = seen.insert(id.clone(), row + 1) {
+            if let Some((first_path, first_line)) = seen.insert(id.clone(), (path, row + 1)) {
                 return Err(EvalError::DuplicateId {
                     path: path.clone(),
                     line: row + 1,
-                    first_line: first,
+                    first_path: first_path.clone(),
+                    first_line,
                     kind: "document",
                     id,
                 });
@@ -163,11 +164,12 @@ pub fn load_split(dir: &Path, split: &str, origin: &str) -> Result<Dataset> {
             .zip(t.strings("text")?)
             .enumerate()
         {
-            if let Some(first) = seen.insert(id.clone(), row + 1) {
+            if let Some((first_path, first_line)) = seen.insert(id.clone(), (path, row + 1)) {
                 return Err(EvalError::DuplicateId {
                     path: path.clone(),
                     line: row + 1,
-                    first_line: first,
+                    first_path: first_path.clone(),
+                    first_line,
                     kind: "query",
                     id,
                 });

@@ -240,6 +240,29 @@ fn bad_parquet_is_a_clear_error() {
         "{err}"
     );
 
+    // A query id repeated in a second file of the split: both files named.
+    let tmp = fixture_with(
+        "queries",
+        strings(&[
+            ("_id", vec![Some("q0"), Some("q1")]),
+            ("text", vec![Some("a"), Some("b")]),
+        ]),
+    );
+    let second = tmp
+        .path()
+        .join("queries/NanoMSMARCO-00001-of-00002.parquet");
+    write_parquet(
+        &second,
+        &strings(&[("_id", vec![Some("q1")]), ("text", vec![Some("c")])]),
+    );
+    let err = load_nanobeir(&NanoBeirSource::Dir(tmp.path().into()), &["msmarco"]).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("{}:1:", second.display()))
+            && msg.contains("00000-of-00001.parquet:2)"),
+        "{msg}"
+    );
+
     // Qrels naming unknown queries and documents: counted, not fatal.
     let tmp = fixture_with(
         "qrels",
