@@ -106,50 +106,47 @@ pub fn load_reranker(model: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
     let index = ArticleIndex::open(&args.index)
         .with_context(|| format!("opening index {}", args.index.display()))?;
-    let Some(model) = &args.model else {
-        let results = index.search_first_stage(&args.query, args.top)?;
-        if args.json {
-            return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
+    let results = match &args.model {
+        None => index.search_first_stage(&args.query, args.top)?,
+        Some(model) => {
+            let reranker = load_reranker(model, &args.model_opts)?;
+            let options = RerankOptions {
+                window: args.window,
+                top_n: args.top,
+                ..Default::default()
+            };
+            index.search_reranked(&args.query, reranker.as_ref(), &options)?
         }
-        let mut text = String::new();
-        for (i, h) in results.hits.iter().enumerate() {
-            let _ = writeln!(
+    };
+    if args.json {
+        return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
+    }
+    let mut text = String::new();
+    for (i, h) in results.hits.iter().enumerate() {
+        let _ = match (args.model.is_some(), h.score) {
+            (false, _) => writeln!(
                 text,
                 "{:>3}. {:>8.3}  {}  {}",
                 i + 1,
                 h.bm25_score,
                 h.id,
                 h.title
-            );
-        }
-        return crate::print_stdout(&text);
-    };
-    let reranker = load_reranker(model, &args.model_opts)?;
-    let options = RerankOptions {
-        window: args.window,
-        top_n: args.top,
-        ..Default::default()
-    };
-    let results = index.search_reranked(&args.query, reranker.as_ref(), &options)?;
-    if args.json {
-        return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
-    }
-    let mut text = String::new();
-    for (i, h) in results.hits.iter().enumerate() {
-        let _ = writeln!(
-            text,
-            "{:>3}. {:>8}  bm25 {:>7.3} (#{})  {}  {}",
-            i + 1,
-            h.score
-                .map(|s| format!("{s:.4}"))
-                .unwrap_or_else(|| "-".into()),
-            h.bm25_score,
-            h.bm25_rank,
-            h.id,
-            h.title
-        );
+            ),
+            (true, score) => writeln!(
+                text,
+                "{:>3}. {:>8}  bm25 {:>7.3} (#{})  {}  {}",
+                i + 1,
+                score.map_or_else(|| "-".into(), |s| format!("{s:.4}")),
+                h.bm25_score,
+                h.bm25_rank,
+                h.id,
+                h.title
+            ),
+        };
     }
     crate::print_stdout(&text)?;
-    eprintln!("{}", results.timing_summary());
+    if args.model.is_some() {
+        eprintln!("{}", results.timing_summary());
+    }
     Ok(())
 }
