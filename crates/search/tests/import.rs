@@ -186,78 +186,57 @@ fn open_missing_index_names_the_path() {
     assert!(matches!(err, SearchError::IndexNotFound { .. }));
 }
 
+/// The text fields `ArticleIndex` makes (id, title, body), with `field` given `options`
+/// instead, or left out for `None`; `all` is added only when it is `field`.
+fn schema_with(
+    field: &str,
+    options: Option<tantivy::schema::TextOptions>,
+) -> tantivy::schema::Schema {
+    use tantivy::schema::{STORED, STRING, TEXT};
+    let mut b = tantivy::schema::Schema::builder();
+    let fields = [
+        ("id", STRING | STORED),
+        ("title", TEXT | STORED),
+        ("body", TEXT | STORED),
+    ];
+    for (name, default) in fields {
+        match (name == field, &options) {
+            (false, _) => drop(b.add_text_field(name, default)),
+            (true, Some(o)) => drop(b.add_text_field(name, o.clone())),
+            (true, None) => {}
+        }
+    }
+    if let ("all", Some(o)) = (field, options) {
+        b.add_text_field("all", o);
+    }
+    b.build()
+}
+
 #[test]
 fn foreign_index_schemas_are_refused_on_open_naming_the_field() {
-    use tantivy::schema::{
-        Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING, TEXT,
+    use tantivy::schema::{Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, TEXT};
+    let numeric_id = {
+        let mut b = Schema::builder();
+        b.add_u64_field("id", INDEXED | STORED | FAST);
+        b.add_text_field("title", TEXT | STORED);
+        b.add_text_field("body", TEXT | STORED);
+        b.build()
     };
-    let text = TEXT | STORED;
-    let cases: Vec<(&str, Schema, &str)> = vec![
-        (
-            "id",
-            {
-                let mut b = Schema::builder();
-                b.add_u64_field("id", INDEXED | STORED | FAST);
-                b.add_text_field("title", text.clone());
-                b.add_text_field("body", text.clone());
-                b.build()
-            },
-            "not a text field",
-        ),
-        (
-            "id",
-            {
-                let mut b = Schema::builder();
-                b.add_text_field("id", text.clone());
-                b.add_text_field("title", text.clone());
-                b.add_text_field("body", text.clone());
-                b.build()
-            },
-            "`raw`",
-        ),
-        (
-            "body",
-            {
-                let mut b = Schema::builder();
-                b.add_text_field("id", STRING | STORED);
-                b.add_text_field("title", text.clone());
-                b.add_text_field("body", TEXT);
-                b.build()
-            },
-            "not stored",
-        ),
+    let klingon = TextOptions::default()
+        .set_indexing_options(TextFieldIndexing::default().set_tokenizer("klingon"));
+    let cases = [
+        ("id", numeric_id, "not a text field"),
+        ("id", schema_with("id", Some(TEXT | STORED)), "`raw`"),
+        ("body", schema_with("body", Some(TEXT)), "not stored"),
         (
             "title",
-            {
-                let mut b = Schema::builder();
-                b.add_text_field("id", STRING | STORED);
-                b.add_text_field("title", STORED);
-                b.add_text_field("body", text.clone());
-                b.build()
-            },
+            schema_with("title", Some(STORED.into())),
             "not indexed",
         ),
-        (
-            "body",
-            {
-                let mut b = Schema::builder();
-                b.add_text_field("id", STRING | STORED);
-                b.add_text_field("title", text.clone());
-                b.build()
-            },
-            "no such field",
-        ),
+        ("body", schema_with("body", None), "no such field"),
         (
             "all",
-            {
-                let mut b = Schema::builder();
-                b.add_text_field("id", STRING | STORED);
-                b.add_text_field("title", text.clone());
-                b.add_text_field("body", text.clone());
-                let custom = TextFieldIndexing::default().set_tokenizer("klingon");
-                b.add_text_field("all", TextOptions::default().set_indexing_options(custom));
-                b.build()
-            },
+            schema_with("all", Some(klingon)),
             "tokenizer `klingon`",
         ),
     ];
@@ -275,11 +254,7 @@ fn foreign_index_schemas_are_refused_on_open_naming_the_field() {
     }
     // tantivy's own default text options fit.
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = Schema::builder();
-    b.add_text_field("id", STRING | STORED);
-    b.add_text_field("title", text.clone());
-    b.add_text_field("body", text);
-    tantivy::Index::create_in_dir(tmp.path(), b.build()).unwrap();
+    tantivy::Index::create_in_dir(tmp.path(), schema_with("", None)).unwrap();
     ArticleIndex::open(tmp.path()).unwrap();
 }
 
