@@ -403,24 +403,14 @@ mod tests {
             grades(&["irrelevant", "partial", "relevant", "perfect"]),
             None
         );
-        let head = ScoreHead::resolve(
-            &labels(&["sufficient", "partial", "irrelevant"]),
-            Path::new("/nonexistent"),
-            &CommonConfig::default(),
-            None,
-            None,
-        )
-        .unwrap();
-        // Certain of label 0 ("sufficient"): the top grade.
-        assert!((head.score(&[20.0, 0.0, 0.0]) - 1.0).abs() < 1e-6);
-        let ordered = ScoreHead::resolve(
-            &labels(&["LABEL_0", "LABEL_1", "LABEL_2"]),
-            Path::new("/nonexistent"),
-            &CommonConfig::default(),
-            None,
-            None,
-        )
-        .unwrap();
+        let head = |names: &[&str]| {
+            let dir = Path::new("/nonexistent");
+            ScoreHead::resolve(&labels(names), dir, &CommonConfig::default(), None, None).unwrap()
+        };
+        // Certain of label 0: the top grade when it is "sufficient", 0 when names say nothing.
+        let named = head(&["sufficient", "partial", "irrelevant"]);
+        assert!((named.score(&[20.0, 0.0, 0.0]) - 1.0).abs() < 1e-6);
+        let ordered = head(&["LABEL_0", "LABEL_1", "LABEL_2"]);
         assert!(ordered.score(&[20.0, 0.0, 0.0]).abs() < 1e-6);
     }
 
