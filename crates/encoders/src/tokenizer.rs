@@ -133,6 +133,10 @@ pub struct PairTokenizer {
     /// `(max_length, strategy)` applied by `encode_*` (the inner tokenizer itself never
     /// truncates).
     truncation: Option<(usize, Truncation)>,
+    /// True when the tokens of a text before a word end followed by a space do not depend
+    /// on what follows (see [`tokenizes_words_alone`]): long texts are then tokenised only
+    /// as far as truncation or passage cutting needs.
+    words_alone: bool,
 }
 
 impl std::fmt::Debug for PairTokenizer {
@@ -218,6 +222,7 @@ impl PairTokenizer {
             .with_truncation(None)
             .map_err(|e| EncoderError::malformed(path, e))?;
         Ok(Self {
+            words_alone: tokenizes_words_alone(&inner),
             inner,
             model_max_length: model_max_length(config, config_path)?,
             source: path.to_path_buf(),
@@ -301,6 +306,7 @@ impl PairTokenizer {
             .add_special_tokens(specials)
             .map_err(|e| EncoderError::malformed(vocab_path, e))?;
         Ok(Self {
+            words_alone: tokenizes_words_alone(&inner),
             inner,
             model_max_length: model_max_length(config, config_path)?,
             source: vocab_path.to_path_buf(),
@@ -447,51 +453,104 @@ impl PairTokenizer {
                 document.len()
             )
         };
-        let first = self
-            .inner
-            .encode_fast(query, false)
-            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
-        let mut second = self
-            .inner
-            .encode_fast(document, false)
-            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
-        second.set_type_ids(vec![1; second.len()]);
-        let (first, second) = match self.truncation {
-            Some((max_length, strategy)) => {
-                let budget = max_length.saturating_sub(self.added_tokens(true));
-                let (n1, n2) =
-                    pair_lengths(first.len(), second.len(), budget, strategy).map_err(|e| {
-                        let why = format!(
-                            "{e}: only_second truncation cuts the document only, and the query \
-                             ({} tokens) with the special tokens leaves no room for one document \
-                             token in max_length = {max_length}; use longest_first, a shorter \
-                             query or a larger max_length",
-                            first.len()
-                        );
-                        Self::tokenizer_error(ctx(), why)
-                    })?;
-                (keep_prefix(first, n1), keep_prefix(second, n2))
-            }
-            None => (first, second),
+        let err = |e| Self::tokenizer_error(ctx(), e);
+        let Some((max_length, strategy)) = self.truncation else {
+            let first = self.inner.encode_fast(query, false).map_err(err)?;
+            let mut second = self.inner.encode_fast(document, false).map_err(err)?;
+            second.set_type_ids(vec![1; second.len()]);
+            return self
+                .inner
+                .post_process(first, Some(second), true)
+                .map_err(err);
         };
+        let budget = max_length.saturating_sub(self.added_tokens(true));
+        // Each side keeps at most `budget` tokens, so a long side is tokenised only as far
+        // as a word end past them (`Head::Partial`). Its exact length matters only when it
+        // decides which side is longer (longest_first) or the query's room (only_second):
+        // then it is tokenised in full.
+        let mut first = self.encode_head(query, budget, false).map_err(err)?;
+        let mut second = self.encode_head(document, budget, false).map_err(err)?;
+        let (n1, n2) = (first.tokens(), second.tokens());
+        let exact_needed = match strategy {
+            Truncation::LongestFirst => (
+                first.is_partial() && !(second.is_complete() && n2 < n1),
+                second.is_partial() && !(first.is_complete() && n1 < n2),
+            ),
+            Truncation::OnlySecond => (first.is_partial(), false),
+        };
+        if exact_needed.0 {
+            first = Head::Complete(self.inner.encode_fast(query, false).map_err(err)?);
+        }
+        if exact_needed.1 {
+            second = Head::Complete(self.inner.encode_fast(document, false).map_err(err)?);
+        }
+        let (first, mut second) = (first.into_encoding(), second.into_encoding());
+        second.set_type_ids(vec![1; second.len()]);
+        let (n1, n2) = pair_lengths(first.len(), second.len(), budget, strategy).map_err(|e| {
+            let why = format!(
+                "{e}: only_second truncation cuts the document only, and the query \
+                 ({} tokens) with the special tokens leaves no room for one document \
+                 token in max_length = {max_length}; use longest_first, a shorter \
+                 query or a larger max_length",
+                first.len()
+            );
+            Self::tokenizer_error(ctx(), why)
+        })?;
+        let (first, second) = (keep_prefix(first, n1), keep_prefix(second, n2));
         self.inner
             .post_process(first, Some(second), true)
-            .map_err(|e| Self::tokenizer_error(ctx(), e))
+            .map_err(err)
+    }
+
+    /// The tokens of `text` (no special tokens) when only its first `need` matter: all of
+    /// them for a short text or a tokenizer that cannot be cut ([`Head::Complete`]);
+    /// otherwise those of a prefix that ends at a word end and holds at least
+    /// `need + HEAD_MARGIN` tokens ([`Head::Partial`]), the same as the text's own first
+    /// tokens. The prefix starts at 8 bytes a token and doubles while it holds too few, so
+    /// the work stays within twice that of the whole text.
+    fn encode_head(
+        &self,
+        text: &str,
+        need: usize,
+        offsets: bool,
+    ) -> std::result::Result<Head, tokenizers::Error> {
+        let encode = |t: &str| {
+            if offsets {
+                self.inner.encode(t, false)
+            } else {
+                self.inner.encode_fast(t, false)
+            }
+        };
+        let want = need.saturating_add(HEAD_MARGIN);
+        let mut guess = want.saturating_mul(8).max(4096);
+        while self.words_alone && guess < text.len() {
+            let Some(cut) = word_end_from(text, guess) else {
+                break;
+            };
+            let enc = encode(&text[..cut])?;
+            if enc.len() >= want {
+                return Ok(Head::Partial(enc));
+            }
+            guess = guess.saturating_mul(2);
+        }
+        encode(text).map(Head::Complete)
     }
 
     /// Encode one text with special tokens (`[CLS] text [SEP]`).
     pub fn encode_single(&self, text: &str) -> Result<EncodedPair> {
         let ctx = || format!("encoding text of {} bytes", text.len());
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Self::tokenizer_error(ctx(), e))?;
         let enc = match self.truncation {
             Some((max_length, _)) => {
                 let budget = max_length.saturating_sub(self.added_tokens(false));
-                keep_prefix(enc, budget)
+                let head = self
+                    .encode_head(text, budget, false)
+                    .map_err(|e| Self::tokenizer_error(ctx(), e))?;
+                keep_prefix(head.into_encoding(), budget)
             }
-            None => enc,
+            None => self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|e| Self::tokenizer_error(ctx(), e))?,
         };
         let enc = self
             .inner
@@ -519,6 +578,16 @@ impl PairTokenizer {
             Self::tokenizer_error(format!("encoding text of {} bytes", text.len()), e)
         })?;
         Ok(enc.get_offsets().to_vec())
+    }
+
+    /// The byte ranges of the first tokens of `text`: all of them, or at least the first
+    /// `need` when the text is long (see [`token_spans`](Self::token_spans)). Cutting the
+    /// first `need` tokens into passages needs no more.
+    pub fn token_spans_head(&self, text: &str, need: usize) -> Result<Vec<(usize, usize)>> {
+        let head = self.encode_head(text, need, true).map_err(|e| {
+            Self::tokenizer_error(format!("encoding text of {} bytes", text.len()), e)
+        })?;
+        Ok(head.into_encoding().get_offsets().to_vec())
     }
 
     /// Encode many pairs in parallel (rayon); output order equals input order.
@@ -587,6 +656,106 @@ fn pair_lengths(
             }
         }
     }
+}
+
+/// Tokens past what is needed that a prefix must still hold (see `encode_head`).
+const HEAD_MARGIN: usize = 16;
+
+/// The tokens of a whole text, or of a prefix that holds all of those needed.
+enum Head {
+    Complete(Encoding),
+    Partial(Encoding),
+}
+
+impl Head {
+    fn tokens(&self) -> usize {
+        match self {
+            Head::Complete(e) | Head::Partial(e) => e.len(),
+        }
+    }
+    fn is_complete(&self) -> bool {
+        matches!(self, Head::Complete(_))
+    }
+    fn is_partial(&self) -> bool {
+        !self.is_complete()
+    }
+    fn into_encoding(self) -> Encoding {
+        match self {
+            Head::Complete(e) | Head::Partial(e) => e,
+        }
+    }
+}
+
+/// The first byte position at or after `from` where a word ends: an ASCII space, tab or line
+/// break right after a letter or digit. `None` when there is none.
+fn word_end_from(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (from.max(1)..bytes.len()).find(|&p| {
+        // An ASCII byte is always a char boundary in UTF-8.
+        matches!(bytes[p], b' ' | b'\t' | b'\n' | b'\r')
+            && text[..p]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// True when `tokenizer` gives the tokens of a text up to a word end (see [`word_end_from`])
+/// whatever follows it: its normalizer works char by char (Unicode normal forms, lower
+/// case, accents, BERT's cleaning), its pre-tokenizer splits at whitespace (BERT, byte-level,
+/// whitespace, metaspace, punctuation, digits), and no added token spans a word end. Any
+/// other tokenizer is always run on the whole text.
+fn tokenizes_words_alone(tokenizer: &Tokenizer) -> bool {
+    fn all_of(value: &serde_json::Value, allowed: &[&str]) -> bool {
+        match value {
+            serde_json::Value::Null => true,
+            serde_json::Value::Object(map) => match map.get("type").and_then(|t| t.as_str()) {
+                Some("Sequence") => ["normalizers", "pretokenizers"]
+                    .iter()
+                    .filter_map(|k| map.get(*k))
+                    .flat_map(|v| v.as_array().into_iter().flatten())
+                    .all(|v| all_of(v, allowed)),
+                Some(t) => allowed.contains(&t),
+                None => false,
+            },
+            _ => false,
+        }
+    }
+    let (Ok(normalizer), Ok(pre)) = (
+        serde_json::to_value(tokenizer.get_normalizer()),
+        serde_json::to_value(tokenizer.get_pre_tokenizer()),
+    ) else {
+        return false;
+    };
+    let local_normalizer = all_of(
+        &normalizer,
+        &[
+            "BertNormalizer",
+            "NFC",
+            "NFD",
+            "NFKC",
+            "NFKD",
+            "Lowercase",
+            "StripAccents",
+        ],
+    );
+    let splits_words = all_of(
+        &pre,
+        &[
+            "BertPreTokenizer",
+            "ByteLevel",
+            "Whitespace",
+            "WhitespaceSplit",
+            "Metaspace",
+            "Punctuation",
+            "Digits",
+        ],
+    );
+    let added_within_words = tokenizer
+        .get_added_tokens_decoder()
+        .values()
+        .any(|t| word_end_from(&t.content, 0).is_some());
+    local_normalizer && splits_words && !added_within_words
 }
 
 /// The first `n` tokens of `enc`, with no "overflowing" remainder (tokenizers'
@@ -667,6 +836,127 @@ fn model_max_length(config: &TokenizerConfig, path: &Path) -> Result<Option<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Real article texts (the shared squad-articles corpus), every `step`-th one, with a
+    /// multilingual one made of their sentences in other scripts.
+    fn long_texts(step: usize) -> Vec<String> {
+        let path = tantivy_rerank_testdata::shared_dir().join("data/squad-articles/corpus.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut texts: Vec<String> = text
+            .lines()
+            .step_by(step)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["text"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let mixed = "Zürich liegt am Zürichsee. 東京は日本の首都です。 Москва — столица России. \
+                     Ελληνικά κείμενα, naïve café, 2024-11-24 ünïcödé\tand tabs\n"
+            .repeat(400);
+        texts.push(mixed);
+        texts
+    }
+
+    #[test]
+    fn long_texts_tokenised_in_part_give_the_tokens_of_the_whole_text() {
+        let shared = tantivy_rerank_testdata::shared_dir();
+        let texts = long_texts(8);
+        let mut partial = 0;
+        for dir in [
+            "models/modernbert-tokenizer",
+            "models/ms-marco-MiniLM-L-6-v2-config",
+            "models/bert-base-multilingual-uncased",
+        ] {
+            let tok = PairTokenizer::from_dir(&shared.join(dir)).unwrap();
+            assert!(tok.words_alone, "{dir}");
+            let whole = PairTokenizer {
+                words_alone: false,
+                ..tok.clone()
+            };
+            for text in &texts {
+                partial += usize::from(tok.encode_head(text, 300, false).unwrap().is_partial());
+                let spans = tok.token_spans_head(text, 300).unwrap();
+                let all = whole.token_spans(text).unwrap();
+                assert!(spans.len() >= 300.min(all.len()), "{dir}");
+                assert_eq!(
+                    spans[..300.min(all.len())],
+                    all[..300.min(all.len())],
+                    "{dir}"
+                );
+            }
+            for max_length in [16, 512] {
+                for strategy in [Truncation::LongestFirst, Truncation::OnlySecond] {
+                    let (t, w) = (
+                        tok.with_truncation(max_length, strategy).unwrap(),
+                        whole.with_truncation(max_length, strategy).unwrap(),
+                    );
+                    for (i, text) in texts.iter().enumerate() {
+                        let other = &texts[(i + 1) % texts.len()];
+                        let cut = other.char_indices().nth(3000).map_or(other.len(), |c| c.0);
+                        // A query longer than the budget too (both sides cut), and a whole
+                        // article as the query once.
+                        let whole_query = (max_length == 512 && i % 3 == 0).then_some(other);
+                        let queries = ["who built it?", &other[..cut]];
+                        for query in queries.into_iter().chain(whole_query.map(String::as_str)) {
+                            let what = format!("{dir}, {max_length}, {strategy:?}, text {i}");
+                            match (t.encode_pair(query, text), w.encode_pair(query, text)) {
+                                (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+                                (Err(a), Err(b)) => {
+                                    assert_eq!(a.to_string(), b.to_string(), "{what}")
+                                }
+                                (a, b) => panic!("{what}: {a:?} vs {b:?}"),
+                            }
+                        }
+                        assert_eq!(
+                            t.encode_single(text).unwrap(),
+                            w.encode_single(text).unwrap()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(partial >= 3 * (texts.len() - 1), "{partial}");
+    }
+
+    #[test]
+    fn word_ends_and_which_tokenizers_may_be_cut() {
+        assert_eq!(word_end_from("ab cd", 0), Some(2));
+        assert_eq!(word_end_from("ab  cd ", 3), Some(6));
+        assert_eq!(word_end_from("ab, cd", 0), None);
+        assert_eq!(word_end_from("ab,cd ef", 0), Some(5));
+        assert_eq!(word_end_from("é\tx", 0), Some(2));
+        assert_eq!(word_end_from("abc", 0), None);
+        let json = |pre: &str, added: &str| {
+            format!(
+                r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[{added}],
+                "normalizer":{{"type":"Lowercase"}},"pre_tokenizer":{pre},"post_processor":null,
+                "decoder":null,"model":{{"type":"WordLevel","vocab":{{"[UNK]":0,"a":1}},
+                "unk_token":"[UNK]"}}}}"#
+            )
+        };
+        let tok = |pre: &str, added: &str| Tokenizer::from_str(&json(pre, added)).unwrap();
+        let token = |content: &str| {
+            format!(
+                r#"{{"id":2,"content":"{content}","single_word":false,"lstrip":false,
+                "rstrip":false,"normalized":false,"special":false}}"#
+            )
+        };
+        assert!(tokenizes_words_alone(&tok(r#"{"type":"Whitespace"}"#, "")));
+        assert!(tokenizes_words_alone(&tok(
+            r#"{"type":"Sequence","pretokenizers":[{"type":"WhitespaceSplit"},{"type":"Digits","individual_digits":true}]}"#,
+            &token("   ")
+        )));
+        // A regex split can match across a word end; so can an added token.
+        assert!(!tokenizes_words_alone(&tok(
+            r#"{"type":"Split","pattern":{"String":"a b"},"behavior":"Isolated","invert":false}"#,
+            ""
+        )));
+        assert!(!tokenizes_words_alone(&tok(
+            r#"{"type":"Whitespace"}"#,
+            &token("new york")
+        )));
+        assert!(tokenizes_words_alone(&tok("null", "")));
+    }
 
     #[test]
     fn vocab_accepts_crlf_and_keeps_line_numbers() {

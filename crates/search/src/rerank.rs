@@ -287,11 +287,16 @@ fn build_passages<R: Reranker + ?Sized>(
         popts.length = popts.length.min(budget);
         popts.stride = popts.stride.min(popts.length);
     }
+    // The units the passages can reach: later ones are never scored.
+    let need = popts
+        .stride
+        .saturating_mul(popts.max_passages.saturating_sub(1))
+        .saturating_add(popts.length);
     texts
         .par_iter()
         .map(|text| {
             let spans = reranker
-                .token_spans(text)
+                .token_spans_head(text, need)
                 .unwrap_or_else(|| word_spans(text));
             split_fitted(text, &spans, &popts, |start, end| {
                 fitted_end(text, &spans, start, end, budget, reranker)

@@ -25,6 +25,14 @@ pub trait Reranker: Send + Sync {
         None
     }
 
+    /// [`token_spans`](Self::token_spans) when only the first `need` tokens matter: at
+    /// least that many of them (all when the text has fewer). Passages are cut from these, so
+    /// a long document is tokenised only as far as its scored passages reach. The default
+    /// tokenises the whole text.
+    fn token_spans_head(&self, text: &str, _need: usize) -> Option<Vec<(usize, usize)>> {
+        self.token_spans(text)
+    }
+
     /// The most tokens a passage scored against `query` may have so that the model reads it
     /// whole; passages are cut no longer than this. `None`: no limit.
     ///
@@ -51,6 +59,9 @@ impl<R: Reranker + ?Sized> Reranker for &R {
     }
     fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
         (**self).token_spans(text)
+    }
+    fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
+        (**self).token_spans_head(text, need)
     }
     fn passage_budget(&self, query: &str) -> Option<usize> {
         (**self).passage_budget(query)
@@ -149,6 +160,9 @@ mod encoders {
         fn count_tokens(&self, text: &str) -> Option<usize> {
             self.tokenizer().count_tokens(text).ok()
         }
+        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
+            self.tokenizer().token_spans_head(text, need).ok()
+        }
     }
 
     /// Cosine similarity of query and text embeddings ([`BiEncoder::score`]).
@@ -164,6 +178,9 @@ mod encoders {
         }
         fn count_tokens(&self, text: &str) -> Option<usize> {
             self.tokenizer().count_tokens(text).ok()
+        }
+        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
+            self.tokenizer().token_spans_head(text, need).ok()
         }
         /// Each passage is embedded alone (`[CLS] passage [SEP]`): the query takes no room.
         fn passage_budget(&self, _query: &str) -> Option<usize> {

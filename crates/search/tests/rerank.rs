@@ -310,6 +310,84 @@ mod encoders {
     use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, CrossEncoderOptions, DeviceSpec};
     use tantivy_rerank_search::Reranker;
 
+    /// Records what it is asked to score; `whole` hides the model's `token_spans_head`, so
+    /// every document is tokenised in full before it is cut into passages.
+    struct Recording<'a> {
+        model: &'a CrossEncoder,
+        whole: bool,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Reranker for Recording<'_> {
+        fn rerank(
+            &self,
+            query: &str,
+            texts: &[&str],
+        ) -> Result<Vec<f32>, tantivy_rerank_search::RerankError> {
+            self.seen
+                .lock()
+                .unwrap()
+                .extend(texts.iter().map(|t| t.to_string()));
+            self.model.rerank(query, texts)
+        }
+        fn max_tokens(&self) -> Option<usize> {
+            self.model.max_tokens()
+        }
+        fn count_tokens(&self, text: &str) -> Option<usize> {
+            self.model.count_tokens(text)
+        }
+        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+            self.model.token_spans(text)
+        }
+        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
+            match self.whole {
+                true => self.model.token_spans(text),
+                false => self.model.token_spans_head(text, need),
+            }
+        }
+    }
+
+    #[test]
+    fn long_articles_tokenised_only_as_far_as_their_passages_give_the_same_passages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let index = squad_index(tmp.path());
+        for fixture in ["modernbert-1label-mean", "bert-2label-vocab"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../encoders/tests/fixtures")
+                .join(fixture);
+            let options = CrossEncoderOptions::default().device(DeviceSpec::Cpu);
+            let model = CrossEncoder::from_dir(&dir, options).expect("fixture");
+            let run = |whole: bool| {
+                let r = Recording {
+                    model: &model,
+                    whole,
+                    seen: Default::default(),
+                };
+                let opts = RerankOptions {
+                    window: 8,
+                    top_n: 8,
+                    passages: Some(PassageOptions {
+                        length: 40,
+                        stride: 20,
+                        max_passages: 6,
+                    }),
+                    ..Default::default()
+                };
+                let results = index
+                    .search_reranked("super bowl champions", &r, &opts)
+                    .unwrap();
+                (r.seen.into_inner().unwrap(), results.hits)
+            };
+            let (head, whole) = (run(false), run(true));
+            assert_eq!(
+                head.0.len(),
+                8 * 6,
+                "{fixture}: every article has 6 passages"
+            );
+            assert_eq!(head, whole, "{fixture}");
+        }
+    }
+
     #[test]
     fn fixture_cross_encoder_reranks() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
