@@ -7,6 +7,9 @@
 //!   (truncation to 512 included).
 //! - `forward_1x100`: the model alone on the pre-encoded pairs (batching, forward, logits).
 //! - `predict_1x100`: tokenisation + forward + head, what a reranker call costs.
+//! - `tokenize_articles`: one query against each of the 48 whole squad articles (33 KB on
+//!   average) truncated to 512 and to 8,192 tokens, and the token spans passage cutting
+//!   needs (20 passages of 200 tokens every 100), against the spans of the whole article.
 //!
 //! Models: the tiny committed fixture (`bert-3label`) and a MiniLM-L6-size BERT cross-encoder
 //! (6 layers, hidden 384, the real all-MiniLM-L6-v2 tokenizer) with random weights written to
@@ -164,5 +167,60 @@ fn bench_tokenize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_tokenize, bench_predict);
+fn bench_tokenize_articles(c: &mut Criterion) {
+    let path = shared().join("data/squad-articles/corpus.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let articles: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("corpus line");
+            v["text"].as_str().expect("text").to_string()
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = articles
+        .iter()
+        .map(|a| ("When did the Black Death reach Europe?", a.as_str()))
+        .collect();
+    let models = shared().join("models");
+    let mut group = c.benchmark_group("tokenize_articles");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(pairs.len() as u64));
+    for (name, dir) in [
+        ("modernbert-bpe", models.join("modernbert-tokenizer")),
+        ("minilm-tokenizer-json", models.join("all-MiniLM-L6-v2")),
+    ] {
+        let tok =
+            PairTokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for max_length in [512, 8192] {
+            let t = tok
+                .with_truncation(max_length, Truncation::LongestFirst)
+                .expect("truncation");
+            group.bench_function(format!("{name}/pairs_max{max_length}"), |b| {
+                b.iter(|| t.encode_pairs(&pairs).unwrap())
+            });
+        }
+        group.bench_function(format!("{name}/passage_spans"), |b| {
+            b.iter(|| {
+                for a in &articles {
+                    tok.token_spans_head(a, 100 * 19 + 200).unwrap();
+                }
+            })
+        });
+        group.bench_function(format!("{name}/whole_spans"), |b| {
+            b.iter(|| {
+                for a in &articles {
+                    tok.token_spans(a).unwrap();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_tokenize,
+    bench_tokenize_articles,
+    bench_predict
+);
 criterion_main!(benches);
