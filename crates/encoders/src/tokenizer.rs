@@ -507,7 +507,8 @@ impl PairTokenizer {
     /// otherwise those of a prefix that ends at a word end and holds at least
     /// `need + HEAD_MARGIN` tokens ([`Head::Partial`]), the same as the text's own first
     /// tokens. The prefix starts at 8 bytes a token and doubles while it holds too few, so
-    /// the work stays within twice that of the whole text.
+    /// a text with fewer tokens than its length suggests costs at most about three passes
+    /// over the whole text.
     fn encode_head(
         &self,
         text: &str,
