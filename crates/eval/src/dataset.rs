@@ -313,12 +313,7 @@ fn read_jsonl<T>(
             column: 1,
             message: format!("unreadable line: {e}"),
         })?;
-        // Editors on Windows start UTF-8 files with a byte-order mark.
-        let line = if line_no == 1 {
-            line.strip_prefix('\u{feff}').unwrap_or(&line)
-        } else {
-            &line
-        };
+        let line = without_bom(&line, line_no);
         if line.trim().is_empty() {
             continue;
         }
@@ -392,6 +387,15 @@ fn read_jsonl<T>(
     Ok(out)
 }
 
+/// `line` without the byte-order mark that editors on Windows put at the start of a UTF-8
+/// file (only line 1 can have one).
+fn without_bom(line: &str, line_no: usize) -> &str {
+    match line_no {
+        1 => line.strip_prefix('\u{feff}').unwrap_or(line),
+        _ => line,
+    }
+}
+
 /// True when the first line of a qrels file names its columns instead of judging a pair.
 fn is_qrels_header(first: &str, grade: &str) -> bool {
     let name = |s: &str| s.to_ascii_lowercase().replace(['-', '_', ' '], "");
@@ -416,11 +420,7 @@ pub fn read_qrels(path: &Path, issues: &mut DataIssues) -> Result<Qrels> {
             message,
         };
         let line = line.map_err(|e| malformed(1, format!("unreadable line: {e}")))?;
-        let line = if line_no == 1 {
-            line.strip_prefix('\u{feff}').unwrap_or(&line)
-        } else {
-            &line
-        };
+        let line = without_bom(&line, line_no);
         if line.trim().is_empty() {
             continue;
         }
