@@ -9,28 +9,15 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
 use serde::Deserialize;
 
-use crate::batching::{plan_batches, run_with_backoff, TokenBudget};
 use crate::config::ModelConfig;
-use crate::cross_encoder::{
-    default_max_batch_tokens, rank_scores, truncating_tokenizer, CrossEncoderOptions, Ranked,
-};
-use crate::device::Precision;
+use crate::core::{CoreRequest, EncoderCore};
+use crate::cross_encoder::{rank_scores, Ranked};
 use crate::error::{EncoderError, Result};
-use crate::models::PackedBatch;
-use crate::tokenizer::{EncodedPair, PairTokenizer};
-use crate::Model;
-
-/// Pooling of token embeddings into one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EmbeddingPooling {
-    /// Mean over the tokens (sentence-transformers' usual choice).
-    Mean,
-    /// The first token.
-    Cls,
-}
+use crate::models::Pooling;
+use crate::options::BiEncoderOptions;
+use crate::tokenizer::{EncodedPair, PairTokenizer, Truncation};
 
 #[derive(Deserialize, Default)]
 struct SbertConfig {
@@ -65,7 +52,7 @@ impl PoolingConfig {
     /// As in sentence-transformers, `pooling_mode` wins over the flags, and a config with
     /// neither (or with every flag false) means mean pooling: that is followed, with a
     /// warning.
-    fn resolve(&self, path: &Path) -> Result<EmbeddingPooling> {
+    fn resolve(&self, path: &Path) -> Result<Pooling> {
         if let Some(mode) = &self.pooling_mode {
             let invalid = |value: String, reason: &str| EncoderError::InvalidConfig {
                 path: path.to_path_buf(),
@@ -91,8 +78,8 @@ impl PoolingConfig {
                 }
             };
             return match modes.as_slice() {
-                ["mean"] => Ok(EmbeddingPooling::Mean),
-                ["cls"] => Ok(EmbeddingPooling::Cls),
+                ["mean"] => Ok(Pooling::Mean),
+                ["cls"] => Ok(Pooling::Cls),
                 _ => Err(invalid(
                     modes.join(" + "),
                     "supported: exactly one of cls, mean",
@@ -118,10 +105,10 @@ impl PoolingConfig {
                     "no pooling mode is switched on (no pooling_mode, every pooling_mode_* \
                      false or absent): mean pooling, as sentence-transformers reads it"
                 );
-                Ok(EmbeddingPooling::Mean)
+                Ok(Pooling::Mean)
             }
-            ["mean_tokens"] => Ok(EmbeddingPooling::Mean),
-            ["cls_token"] => Ok(EmbeddingPooling::Cls),
+            ["mean_tokens"] => Ok(Pooling::Mean),
+            ["cls_token"] => Ok(Pooling::Cls),
             _ => Err(EncoderError::InvalidConfig {
                 path: path.to_path_buf(),
                 field: "pooling_mode_*".into(),
@@ -271,24 +258,17 @@ fn read_json_opt<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
 /// An embedding model (BERT or ModernBERT encoder) scoring by cosine similarity.
 ///
 /// ```no_run
-/// use tantivy_rerank_encoders::{BiEncoder, CrossEncoderOptions};
+/// use tantivy_rerank_encoders::{BiEncoder, BiEncoderOptions};
 /// # fn main() -> Result<(), tantivy_rerank_encoders::EncoderError> {
-/// let model = BiEncoder::from_dir("models/all-MiniLM-L6-v2", CrossEncoderOptions::default())?;
+/// let model = BiEncoder::from_dir("models/all-MiniLM-L6-v2", BiEncoderOptions::default())?;
 /// let scores = model.score("a query", &["a document", "another one"])?;
 /// assert_eq!(scores.len(), 2);
 /// # Ok(()) }
 /// ```
 pub struct BiEncoder {
-    model: Model,
-    tokenizer: PairTokenizer,
-    pooling: EmbeddingPooling,
+    core: EncoderCore,
+    pooling: Pooling,
     normalize: bool,
-    max_length: usize,
-    batch_size: usize,
-    max_batch_tokens: TokenBudget,
-    device: Device,
-    dtype: DType,
-    dir: PathBuf,
     cache: std::sync::Mutex<EmbeddingCache>,
 }
 
@@ -313,16 +293,13 @@ impl EmbeddingCache {
     }
 }
 
-/// Default number of cached embeddings per [`BiEncoder`].
-pub const DEFAULT_EMBEDDING_CACHE: usize = 10_000;
-
 impl std::fmt::Debug for BiEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BiEncoder")
-            .field("dir", &self.dir)
+            .field("dir", &self.core.dir)
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
-            .field("max_length", &self.max_length)
+            .field("max_length", &self.core.max_length)
             .finish()
     }
 }
@@ -330,9 +307,9 @@ impl std::fmt::Debug for BiEncoder {
 impl BiEncoder {
     /// Load from a local directory (sentence-transformers or plain transformers layout).
     /// `options.max_length` overrides `max_seq_length`.
-    pub fn from_dir(dir: impl AsRef<Path>, options: CrossEncoderOptions) -> Result<Self> {
+    pub fn from_dir(dir: impl AsRef<Path>, options: BiEncoderOptions) -> Result<Self> {
         let dir = dir.as_ref();
-        options.validate()?;
+        options.core().validate()?;
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
         let family = config.common.family(&config_path)?;
@@ -342,21 +319,10 @@ impl BiEncoder {
             Some(path) => read_json_opt::<PoolingConfig>(path)?
                 .unwrap_or_default()
                 .resolve(path)?,
-            None => EmbeddingPooling::Mean,
+            None => Pooling::Mean,
         };
-        let normalize = layout.normalize;
         let sbert: SbertConfig =
             read_json_opt(&dir.join("sentence_bert_config.json"))?.unwrap_or_default();
-        let device = options.device.open()?;
-        let dtype = options
-            .dtype
-            .unwrap_or_else(|| Precision::default_for(&device))
-            .dtype();
-        let tokenizer = PairTokenizer::from_dir(dir)?;
-        if let Some(vocab_size) = config.common.vocab_size {
-            tokenizer.check_vocab_fits(vocab_size, &config_path)?;
-        }
-        let model = Model::load(dir, &config, family, dtype, &device, None)?;
         if options.max_length.is_none() && sbert.max_seq_length == Some(0) {
             return Err(EncoderError::InvalidConfig {
                 path: dir.join("sentence_bert_config.json"),
@@ -365,37 +331,32 @@ impl BiEncoder {
                 reason: "must be at least 1".into(),
             });
         }
-        let (tokenizer, max_length) = truncating_tokenizer(
-            &tokenizer,
-            options.max_length.or(sbert.max_seq_length),
-            model.max_position_embeddings(),
-            &config_path,
-            options.truncation,
+        let core = EncoderCore::load(
+            CoreRequest {
+                dir,
+                config: &config,
+                family,
+                num_labels: None,
+                max_length: options.max_length.or(sbert.max_seq_length),
+                // One text per input: only its end can be cut.
+                truncation: Truncation::LongestFirst,
+            },
+            &options.core(),
         )?;
         Ok(Self {
-            model,
-            tokenizer,
+            core,
             pooling,
-            normalize,
-            max_length,
-            batch_size: options.batch_size,
-            max_batch_tokens: TokenBudget::new(
-                options
-                    .max_batch_tokens
-                    .or(Some(default_max_batch_tokens(&device))),
-            ),
-            device,
-            dtype,
-            dir: dir.to_path_buf(),
+            normalize: layout.normalize,
             cache: std::sync::Mutex::new(EmbeddingCache {
-                capacity: DEFAULT_EMBEDDING_CACHE,
+                capacity: options.embedding_cache,
                 ..Default::default()
             }),
         })
     }
 
-    /// Keep the embeddings of up to `capacity` texts (default [`DEFAULT_EMBEDDING_CACHE`];
-    /// 0 turns the cache off). When full, the cache is emptied and refilled.
+    /// Keep the embeddings of up to `capacity` texts (see
+    /// [`BiEncoderOptions::embedding_cache`]; 0 turns the cache off). Cached embeddings are
+    /// dropped.
     pub fn with_embedding_cache(self, capacity: usize) -> Self {
         if let Ok(mut c) = self.cache.lock() {
             c.capacity = capacity;
@@ -405,25 +366,30 @@ impl BiEncoder {
     }
 
     /// Load from a directory if `id_or_dir` is one, else from the Hub.
-    pub fn load(id_or_dir: &str, options: CrossEncoderOptions) -> Result<Self> {
+    pub fn load(id_or_dir: &str, options: BiEncoderOptions) -> Result<Self> {
         let dir = crate::hub::resolve_model(id_or_dir, options.revision.as_deref())?;
         Self::from_dir(dir, options)
     }
 
     /// Effective maximum tokens per text.
     pub fn max_length(&self) -> usize {
-        self.max_length
+        self.core.max_length
     }
 
     /// The tokenizer (with truncation applied).
     pub fn tokenizer(&self) -> &PairTokenizer {
-        &self.tokenizer
+        &self.core.tokenizer
+    }
+
+    /// How token states become one embedding.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
     }
 
     /// Embeddings of `texts`, in input order.
     ///
     /// Texts seen recently come from the embedding cache (see
-    /// [`with_embedding_cache`](Self::with_embedding_cache)); only the others run the model.
+    /// [`BiEncoderOptions::embedding_cache`]); only the others run the model.
     pub fn embed<T: AsRef<str> + Sync>(&self, texts: &[T]) -> Result<Vec<Vec<f32>>> {
         let mut out: Vec<Option<Vec<f32>>> = match self.cache.lock() {
             Ok(c) => texts
@@ -435,7 +401,7 @@ impl BiEncoder {
         let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
         if !missing.is_empty() {
             let todo: Vec<&str> = missing.iter().map(|&i| texts[i].as_ref()).collect();
-            let encodings = self.tokenizer.encode_texts(&todo)?;
+            let encodings = self.core.tokenizer.encode_texts(&todo)?;
             let fresh = self.embed_encodings(&encodings)?;
             if let Ok(mut c) = self.cache.lock() {
                 for (t, e) in todo.iter().zip(&fresh) {
@@ -455,33 +421,18 @@ impl BiEncoder {
     /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
     /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
     pub fn embed_encodings(&self, encodings: &[EncodedPair]) -> Result<Vec<Vec<f32>>> {
-        self.model.check_encodings(encodings)?;
-        let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
-        let mut out = vec![Vec::new(); encodings.len()];
-        for batch in plan_batches(&lengths, self.batch_size, self.max_batch_tokens.get()) {
-            let mut run = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
-                let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &encodings[i]).collect();
-                let packed = PackedBatch::new(&refs, &self.device, self.dtype)?;
-                let hidden = self.model.hidden(&packed)?;
-                let pooled = match self.pooling {
-                    EmbeddingPooling::Mean => packed.mean_pool(&hidden)?,
-                    EmbeddingPooling::Cls => packed.first_tokens(&hidden)?,
-                };
-                let mut rows = pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-                if self.normalize {
-                    for r in &mut rows {
-                        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                        r.iter_mut().for_each(|x| *x /= norm);
-                    }
-                }
-                Ok(rows)
-            };
-            let rows = run_with_backoff(&batch, &lengths, &self.max_batch_tokens, &mut run)?;
-            for (&i, row) in batch.iter().zip(rows) {
-                out[i] = row;
+        let pooling = self.pooling;
+        let (mut rows, _) = self.core.run(encodings, |model, packed| {
+            let hidden = model.hidden(packed)?;
+            Ok(pooling.apply(packed, &hidden)?)
+        })?;
+        if self.normalize {
+            for r in &mut rows {
+                let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                r.iter_mut().for_each(|x| *x /= norm);
             }
         }
-        Ok(out)
+        Ok(rows)
     }
 
     /// Cosine similarity of `query` with each document.
@@ -550,7 +501,7 @@ mod tests {
         ] {
             let config: PoolingConfig = serde_json::from_str(json).unwrap();
             let (pooling, warnings) = warnings_of(|| config.resolve(path));
-            assert_eq!(pooling.unwrap(), EmbeddingPooling::Mean, "{json}");
+            assert_eq!(pooling.unwrap(), Pooling::Mean, "{json}");
             assert!(
                 warnings.len() == 1
                     && warnings[0].contains("m/1_Pooling/config.json")
@@ -564,7 +515,7 @@ mod tests {
         ] {
             let config: PoolingConfig = serde_json::from_str(json).unwrap();
             let (pooling, warnings) = warnings_of(|| config.resolve(path));
-            assert_eq!(pooling.unwrap(), EmbeddingPooling::Mean, "{json}");
+            assert_eq!(pooling.unwrap(), Pooling::Mean, "{json}");
             assert!(warnings.is_empty(), "{json}: {warnings:?}");
         }
     }

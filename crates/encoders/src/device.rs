@@ -133,6 +133,26 @@ impl Precision {
     }
 }
 
+/// A dtype as transformers names it: `float32`, `bfloat16`, `float16` (others in candle's
+/// words).
+pub fn dtype_name(dtype: DType) -> String {
+    match dtype {
+        DType::F32 => "float32".into(),
+        DType::BF16 => "bfloat16".into(),
+        DType::F16 => "float16".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// A device as `--device` names it: `cpu` or `cuda:N` (`metal:N` on Apple GPUs).
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 /// Peak memory in use on a device, sampled with [`sample`](Self::sample): on CUDA the
 /// device's `total - free` (so it includes the CUDA context and other processes); the CPU
 /// reports nothing here (use the process's peak RSS).

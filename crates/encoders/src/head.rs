@@ -255,6 +255,22 @@ impl ScoreHead {
             ScoreHead::Graded { .. } => f32::NAN,
         }
     }
+
+    /// The score before any activation, as TEI's `raw_scores` gives it: the logit of a
+    /// single-logit head; for two labels the log-odds of the relevant one
+    /// (`logit[relevant] - logit[other]`, whose sigmoid is [`score`](Self::score)); for three
+    /// and more the expected grade itself (it has no activation to undo). NaN for a row that
+    /// does not fit the head, as [`score`](Self::score).
+    pub fn raw_score(&self, logits: &[f32]) -> f32 {
+        match self {
+            ScoreHead::Single { .. } => logits.first().copied().unwrap_or(f32::NAN),
+            ScoreHead::Binary { relevant } if logits.len() == 2 && *relevant < 2 => {
+                logits[*relevant] - logits[1 - relevant]
+            }
+            ScoreHead::Binary { .. } => f32::NAN,
+            ScoreHead::Graded { .. } => self.score(logits),
+        }
+    }
 }
 
 fn relevant_index(labels: &[String]) -> usize {
@@ -337,6 +353,31 @@ mod tests {
             Some(ScoreActivation::Sigmoid)
         );
         assert_eq!(ScoreActivation::from_name("torch.nn.ReLU"), None);
+    }
+
+    #[test]
+    fn raw_scores_are_the_values_before_the_activation() {
+        let single = ScoreHead::Single {
+            activation: ScoreActivation::Sigmoid,
+        };
+        assert_eq!(single.raw_score(&[2.5]), 2.5);
+        // Two labels: the log-odds of the relevant one, whose sigmoid is the probability.
+        for relevant in [0, 1] {
+            let head = ScoreHead::Binary { relevant };
+            let logits = [0.3, -1.2];
+            let raw = head.raw_score(&logits);
+            let expect = logits[relevant] - logits[1 - relevant];
+            assert!((raw - expect).abs() < 1e-6);
+            let sigmoid = 1.0 / (1.0 + (-raw).exp());
+            assert!((sigmoid - head.score(&logits)).abs() < 1e-6);
+        }
+        assert!(ScoreHead::Binary { relevant: 1 }.raw_score(&[1.0]).is_nan());
+        // Three labels: the grade itself.
+        let graded = ScoreHead::Graded {
+            grades: vec![0.0, 0.5, 1.0],
+        };
+        let logits = [0.1, 0.2, 0.3];
+        assert_eq!(graded.raw_score(&logits), graded.score(&logits));
     }
 
     #[test]

@@ -25,12 +25,14 @@
 pub mod batching;
 mod bi_encoder;
 pub mod config;
+mod core;
 mod cross_encoder;
 pub mod device;
 mod error;
 pub mod head;
 pub mod hub;
 pub mod models;
+mod options;
 pub mod tokenizer;
 pub mod weights;
 
@@ -41,15 +43,17 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-pub use bi_encoder::{cosine, BiEncoder, EmbeddingPooling, DEFAULT_EMBEDDING_CACHE};
+pub use bi_encoder::{cosine, BiEncoder};
 pub use config::Family;
+pub use core::default_max_batch_tokens;
 pub use cross_encoder::{
-    default_max_batch_tokens, rank_scores, Classification, CrossEncoder, CrossEncoderOptions,
-    PredictStats, Prediction, Ranked,
+    rank_scores, Classification, CrossEncoder, PredictStats, Prediction, Ranked,
 };
 pub use device::{DeviceMemory, DeviceSpec, Precision};
 pub use error::{EncoderError, Result};
 pub use head::{ScoreActivation, ScoreHead};
+pub use models::Pooling;
+pub use options::{BiEncoderOptions, CrossEncoderOptions, DEFAULT_EMBEDDING_CACHE};
 pub use tokenizer::{EncodedPair, PairTokenizer, Truncation};
 
 use config::ModelConfig;

@@ -342,7 +342,7 @@ impl PairTokenizer {
 
     /// A copy whose encodings are truncated to `max_length` tokens (special tokens included).
     pub fn with_truncation(&self, max_length: usize, truncation: Truncation) -> Result<Self> {
-        let added = self.added_tokens(true);
+        let added = self.special_tokens(true);
         if max_length <= added {
             return Err(EncoderError::InvalidOption {
                 name: "max_length".into(),
@@ -412,7 +412,10 @@ impl PairTokenizer {
         Ok(())
     }
 
-    fn added_tokens(&self, pair: bool) -> usize {
+    /// The special tokens its post-processor adds to one input: to a (query, document) pair
+    /// when `pair` (`[CLS] q [SEP] d [SEP]`: 3 for BERT and ModernBERT), else to a text alone
+    /// (`[CLS] t [SEP]`: 2). 0 for a tokenizer without a post-processor.
+    pub fn special_tokens(&self, pair: bool) -> usize {
         self.inner
             .get_post_processor()
             .map(|p| tokenizers::PostProcessor::added_tokens(p, pair))
@@ -463,7 +466,7 @@ impl PairTokenizer {
                 .post_process(first, Some(second), true)
                 .map_err(err);
         };
-        let budget = max_length.saturating_sub(self.added_tokens(true));
+        let budget = max_length.saturating_sub(self.special_tokens(true));
         // Each side keeps at most `budget` tokens, so a long side is tokenised only as far
         // as a word end past them (`Head::Partial`). Its exact length matters only when it
         // decides which side is longer (longest_first) or the query's room (only_second):
@@ -542,7 +545,7 @@ impl PairTokenizer {
         let ctx = || format!("encoding text of {} bytes", text.len());
         let enc = match self.truncation {
             Some((max_length, _)) => {
-                let budget = max_length.saturating_sub(self.added_tokens(false));
+                let budget = max_length.saturating_sub(self.special_tokens(false));
                 let head = self
                     .encode_head(text, budget, false)
                     .map_err(|e| Self::tokenizer_error(ctx(), e))?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use tantivy_rerank_encoders::{BiEncoder, CrossEncoderOptions, DeviceSpec, EncoderError};
+use tantivy_rerank_encoders::{BiEncoder, BiEncoderOptions, DeviceSpec, EncoderError};
 
 const TEXTS: [&str; 3] = [
     "what is the capital of france",
@@ -21,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn load(dir: &Path) -> Result<BiEncoder, EncoderError> {
-    BiEncoder::from_dir(dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
+    BiEncoder::from_dir(dir, BiEncoderOptions::default().device(DeviceSpec::Cpu))
 }
 
 /// Copy a sequence-classification fixture as a base-model checkpoint: the encoder's tensors

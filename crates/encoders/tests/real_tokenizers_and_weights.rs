@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use tantivy_rerank_encoders::{
-    BiEncoder, CrossEncoderOptions, DeviceSpec, PairTokenizer, Truncation,
-};
+use tantivy_rerank_encoders::{BiEncoder, BiEncoderOptions, DeviceSpec, PairTokenizer, Truncation};
 use tantivy_rerank_testdata::shared_dir as shared;
 
 fn fixture(name: &str) -> PathBuf {
@@ -114,7 +112,7 @@ fn real_minilm_embeddings_match_sentence_transformers() {
     let expected: MiniLm = serde_json::from_str(&text).unwrap();
     let model = BiEncoder::from_dir(
         shared().join("models/all-MiniLM-L6-v2"),
-        CrossEncoderOptions::default().device(DeviceSpec::Cpu),
+        BiEncoderOptions::default().device(DeviceSpec::Cpu),
     )
     .unwrap();
     assert_eq!(model.max_length(), expected.max_seq_length);
@@ -146,7 +144,7 @@ fn real_minilm_embeddings_match_sentence_transformers() {
     }
     let uncached = BiEncoder::from_dir(
         shared().join("models/all-MiniLM-L6-v2"),
-        CrossEncoderOptions::default().device(DeviceSpec::Cpu),
+        BiEncoderOptions::default().device(DeviceSpec::Cpu),
     )
     .unwrap()
     .with_embedding_cache(0);

@@ -138,6 +138,28 @@ impl LayerNorm {
     }
 }
 
+/// How the token states of a sequence become one vector: for a classification head
+/// (ModernBERT's `classifier_pooling`) and for an embedding model (sentence-transformers'
+/// `Pooling` module) alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The first token (`[CLS]`).
+    Cls,
+    /// The mean over the sequence's tokens.
+    Mean,
+}
+
+impl Pooling {
+    /// Pool `hidden` (`[total_tokens, hidden]` of `batch`) into `[batch, hidden]`.
+    pub(crate) fn apply(self, batch: &PackedBatch, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Pooling::Cls => batch.first_tokens(hidden),
+            Pooling::Mean => batch.mean_pool(hidden),
+        }
+    }
+}
+
 /// A batch of token sequences stored back to back without padding.
 #[derive(Debug, Clone)]
 pub struct PackedBatch {

@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
+use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch, Pooling};
 use crate::config::{LayerAttention, ModelConfig, ModernBertConfig};
 use crate::error::{EncoderError, Result};
 use crate::weights::Weights;
@@ -80,15 +80,6 @@ struct Layer {
     kind: LayerAttention,
     /// Index into `ModernBert::ropes`.
     rope: usize,
-}
-
-/// Pooling of the final hidden states before the head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pooling {
-    /// The first token (`[CLS]`).
-    Cls,
-    /// The mean over the sequence's tokens.
-    Mean,
 }
 
 struct Head {
@@ -341,10 +332,7 @@ impl ModernBert {
                 reason: "model was loaded without a classification head".into(),
             })?;
         let hidden = self.forward_hidden(batch)?;
-        let pooled = match head.pooling {
-            Pooling::Cls => batch.first_tokens(&hidden)?,
-            Pooling::Mean => batch.mean_pool(&hidden)?,
-        };
+        let pooled = head.pooling.apply(batch, &hidden)?;
         let x = head
             .norm
             .forward(&head.act.apply(&head.dense.forward(&pooled)?)?)?;
