@@ -1,80 +1,175 @@
-//! [`RerankCollector`]: the first-stage collector of a rerank search.
+//! [`RerankCollector`]: a tantivy collector that reranks what a child collector keeps.
 
-use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::query::Weight;
-use tantivy::{DocAddress, Score, SegmentOrdinal, SegmentReader};
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
-/// First-stage candidates: `(bm25 score, address)`, best first.
-pub type Candidates = Vec<(Score, DocAddress)>;
+use crate::cascade::{check_top_n, Cascade};
+use crate::error::Result;
+use crate::loader::DocLoader;
+use crate::rerank::RerankResults;
 
-/// A tantivy [`Collector`] that keeps the first-stage top `max(window, top_n)` documents of
-/// any query: the top per segment, then merged across segments (it composes [`TopDocs`], so
-/// block-max WAND pruning still applies). Its fruit feeds
-/// [`ArticleIndex::rerank_candidates`](crate::ArticleIndex::rerank_candidates), which
-/// fetches stored text and calls the reranker once per query; that step lives outside the
-/// collector because it needs the searcher's doc store and a whole-query batch.
-///
-/// Any limit is safe, `usize::MAX` included: the buffers are sized by the documents a
-/// segment (or the whole search) can return, never by the limit alone.
-///
-/// ```
-/// use tantivy_rerank_search::RerankCollector;
-/// let collector = RerankCollector::new(100, 10);
-/// assert_eq!(collector.limit(), 100);
-/// ```
-#[derive(Debug)]
-pub struct RerankCollector {
-    window: usize,
-    limit: usize,
+/// A first-stage score that orders candidates: tantivy's `Score`, or the value of a fast
+/// field a `TopDocs` orders by.
+pub trait FirstStageScore {
+    /// The score as an `f32` (what hits report as `first_stage_score`).
+    fn as_f32(&self) -> f32;
 }
 
-impl RerankCollector {
-    /// Collect `max(window, top_n)` candidates (at least 1).
-    pub fn new(window: usize, top_n: usize) -> Self {
-        let limit = window.max(top_n).max(1);
-        RerankCollector { window, limit }
-    }
-
-    /// A [`TopDocs`] for at most `available` results: tantivy preallocates its limit, so an
-    /// unclamped huge limit would overflow or abort on allocation.
-    fn top_docs(&self, available: usize) -> TopDocs {
-        TopDocs::with_limit(self.limit.min(available).max(1))
-    }
-
-    /// The rerank window.
-    pub fn window(&self) -> usize {
-        self.window
-    }
-
-    /// How many candidates are collected.
-    pub fn limit(&self) -> usize {
-        self.limit
+impl FirstStageScore for f32 {
+    fn as_f32(&self) -> f32 {
+        *self
     }
 }
 
-impl Collector for RerankCollector {
-    type Fruit = Candidates;
-    type Child = <TopDocs as Collector>::Child;
+impl FirstStageScore for f64 {
+    fn as_f32(&self) -> f32 {
+        *self as f32
+    }
+}
+
+impl FirstStageScore for u64 {
+    fn as_f32(&self) -> f32 {
+        *self as f32
+    }
+}
+
+impl FirstStageScore for i64 {
+    fn as_f32(&self) -> f32 {
+        *self as f32
+    }
+}
+
+/// A missing fast-field value ranks as the lowest score.
+impl<T: FirstStageScore> FirstStageScore for Option<T> {
+    fn as_f32(&self) -> f32 {
+        self.as_ref().map_or(f32::MIN, T::as_f32)
+    }
+}
+
+/// A tantivy [`Collector`] that runs a [`Cascade`] on the best documents of a child
+/// collector, the way tantivy's own adaptors wrap [`TopDocs`](tantivy::collector::TopDocs):
+/// the child collects per segment (keeping its pruning), its fruits are merged once, the
+/// candidates' documents are loaded with a [`DocLoader`], and each stage makes one batched
+/// model call for the query (see [`Cascade::collector`]).
+///
+/// Its fruit is the second stage's own result: `searcher.search(..)` fails with a tantivy
+/// error when collection fails, and gives `Err` of [`SearchError`](crate::SearchError) when
+/// loading or reranking does. The latency budget and the `retrieve` timing count from the
+/// first segment collected.
+///
+/// ```
+/// use tantivy::collector::TopDocs;
+/// use tantivy::query::{AllQuery};
+/// use tantivy::schema::{Schema, STORED, TEXT};
+/// use tantivy::{doc, Index};
+/// use tantivy_rerank_search::{Cascade, StoredText};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut builder = Schema::builder();
+/// let body = builder.add_text_field("body", TEXT | STORED);
+/// let index = Index::create_in_ram(builder.build());
+/// let mut writer = index.writer(15_000_000)?;
+/// for text in ["short", "a longer text", "the longest text of all"] {
+///     writer.add_document(doc!(body => text))?;
+/// }
+/// writer.commit()?;
+/// let searcher = index.reader()?.searcher();
+///
+/// let longest = |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(t.iter().map(|t| t.len() as f32).collect());
+/// let cascade = Cascade::of(longest);
+/// let text = StoredText::new(&index.schema(), ["body"])?;
+/// let collector = cascade.collector(TopDocs::with_limit(10), &searcher, "text", &text, 2);
+/// let results = searcher.search(&AllQuery, &collector)??;
+/// assert_eq!(results.hits.len(), 2);
+/// assert_eq!(results.hits[0].doc, "the longest text of all");
+/// # Ok(()) }
+/// ```
+pub struct RerankCollector<'c, 'a, C, L> {
+    cascade: &'c Cascade<'a>,
+    child: C,
+    searcher: &'c tantivy::Searcher,
+    query: &'c str,
+    loader: &'c L,
+    top_n: usize,
+    started: Mutex<Option<Instant>>,
+}
+
+impl<'c, 'a, C, L> RerankCollector<'c, 'a, C, L> {
+    pub(crate) fn new(
+        cascade: &'c Cascade<'a>,
+        child: C,
+        searcher: &'c tantivy::Searcher,
+        query: &'c str,
+        loader: &'c L,
+        top_n: usize,
+    ) -> Self {
+        RerankCollector {
+            cascade,
+            child,
+            searcher,
+            query,
+            loader,
+            top_n,
+            started: Mutex::new(None),
+        }
+    }
+
+    fn mark_start(&self) {
+        if let Ok(mut s) = self.started.lock() {
+            s.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+/// The child's segment collector, remembering which segment it collected.
+pub struct TaggedSegmentCollector<S> {
+    inner: S,
+    segment: (SegmentOrdinal, tantivy::index::SegmentId),
+}
+
+impl<S: SegmentCollector> SegmentCollector for TaggedSegmentCollector<S> {
+    type Fruit = (S::Fruit, (SegmentOrdinal, tantivy::index::SegmentId));
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        self.inner.collect(doc, score);
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        self.inner.collect_block(docs);
+    }
+
+    fn harvest(self) -> Self::Fruit {
+        (self.inner.harvest(), self.segment)
+    }
+}
+
+impl<C, L, S> Collector for RerankCollector<'_, '_, C, L>
+where
+    C: Collector<Fruit = Vec<(S, DocAddress)>>,
+    S: FirstStageScore + Send + 'static,
+    L: DocLoader,
+    L::Doc: Sync + 'static,
+{
+    type Fruit = Result<RerankResults<L::Doc>>;
+    type Child = TaggedSegmentCollector<C::Child>;
 
     fn for_segment(
         &self,
         segment_local_id: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<Self::Child> {
-        self.top_docs(segment_docs(segment))
-            .for_segment(segment_local_id, segment)
+        self.mark_start();
+        Ok(TaggedSegmentCollector {
+            inner: self.child.for_segment(segment_local_id, segment)?,
+            segment: (segment_local_id, segment.segment_id()),
+        })
     }
 
     fn requires_scoring(&self) -> bool {
-        true
-    }
-
-    fn merge_fruits(
-        &self,
-        segment_fruits: Vec<<Self::Child as SegmentCollector>::Fruit>,
-    ) -> tantivy::Result<Candidates> {
-        let available = segment_fruits.iter().map(Vec::len).sum();
-        self.top_docs(available).merge_fruits(segment_fruits)
+        self.child.requires_scoring()
     }
 
     fn collect_segment(
@@ -83,12 +178,53 @@ impl Collector for RerankCollector {
         segment_ord: u32,
         reader: &SegmentReader,
     ) -> tantivy::Result<<Self::Child as SegmentCollector>::Fruit> {
-        self.top_docs(segment_docs(reader))
-            .collect_segment(weight, segment_ord, reader)
+        self.mark_start();
+        // The child's own loop keeps its optimisations (block-max pruning in `TopDocs`).
+        let fruit = self.child.collect_segment(weight, segment_ord, reader)?;
+        Ok((fruit, (segment_ord, reader.segment_id())))
     }
-}
 
-/// Live documents of a segment: the most it can contribute.
-fn segment_docs(segment: &SegmentReader) -> usize {
-    usize::try_from(segment.num_docs()).unwrap_or(usize::MAX)
+    fn merge_fruits(
+        &self,
+        segment_fruits: Vec<<Self::Child as SegmentCollector>::Fruit>,
+    ) -> tantivy::Result<Self::Fruit> {
+        let mut fruits = Vec::with_capacity(segment_fruits.len());
+        for (fruit, (ord, segment)) in segment_fruits {
+            fruits.push(fruit);
+            // Each fruit's addresses must mean the same documents in our searcher.
+            let same = self
+                .searcher
+                .segment_readers()
+                .get(ord as usize)
+                .is_some_and(|r| r.segment_id() == segment);
+            if !same {
+                return Err(TantivyError::InvalidArgument(format!(
+                    "RerankCollector: segment {} was collected by a searcher other than the one \
+                     the collector was given; pass the searcher that runs the search",
+                    segment.short_uuid_string()
+                )));
+            }
+        }
+        let merged = self.child.merge_fruits(fruits)?;
+        let started = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .unwrap_or_else(Instant::now);
+        let retrieve = started.elapsed();
+        let candidates: Vec<(f32, DocAddress)> =
+            merged.iter().map(|(s, a)| (s.as_f32(), *a)).collect();
+        Ok(check_top_n(self.top_n).and_then(|()| {
+            self.cascade.rerank_since(
+                self.searcher,
+                self.query,
+                &candidates,
+                self.loader,
+                self.top_n,
+                started,
+                retrieve,
+            )
+        }))
+    }
 }

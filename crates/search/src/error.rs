@@ -14,6 +14,9 @@ pub enum RerankError {
     /// The model (or closure) failed.
     #[error("reranker failed: {0}")]
     Model(#[source] BoxError),
+    /// The reranker's tokenizer failed on a text it was to cut into passages.
+    #[error("tokenizing a text for passages failed: {0}")]
+    Tokenizer(#[source] BoxError),
     /// Any other failure, described in words.
     #[error("reranker failed: {0}")]
     Message(String),
@@ -70,12 +73,14 @@ pub enum SearchError {
         source: std::io::Error,
     },
     /// A JSONL line is not valid JSON or not a JSON object.
-    #[error("{path}:{line}: malformed JSON line: {message}")]
+    #[error("{path}:{line}:{column}: malformed JSON line: {message}")]
     MalformedLine {
         /// The JSONL file.
         path: PathBuf,
         /// 1-based line number.
         line: usize,
+        /// 1-based column of the problem (1 when it concerns the whole line).
+        column: usize,
         /// What the parser said.
         message: String,
     },
@@ -89,8 +94,8 @@ pub enum SearchError {
         /// The field that was expected.
         field: String,
     },
-    /// A JSONL field has a type that cannot be used (e.g. an object as title).
-    #[error("{path}:{line}: field `{field}` has an unusable value {value}")]
+    /// A JSONL field has a type that cannot be used (e.g. an object or a number as title).
+    #[error("{path}:{line}: field `{field}` must be {expected}, got {got}: {value}")]
     InvalidField {
         /// The JSONL file.
         path: PathBuf,
@@ -98,6 +103,10 @@ pub enum SearchError {
         line: usize,
         /// The field name.
         field: String,
+        /// What it must be (`a string or null`, ...).
+        expected: &'static str,
+        /// What JSON type it is (`a number`, ...).
+        got: &'static str,
         /// The offending value (abridged).
         value: String,
     },
@@ -146,15 +155,32 @@ pub enum SearchError {
     },
     /// The reranker returned NaN or an infinity.
     #[error(
-        "reranker returned a non-finite score {value} for document `{doc_id}` (query {query:?})"
+        "reranker returned a non-finite score {value} for the document {doc} (query {query:?})"
     )]
     NonFiniteScore {
         /// The query.
         query: String,
-        /// The document whose (passage) score is not finite.
-        doc_id: String,
+        /// The document whose (passage) score is not finite: its address and first-stage rank.
+        doc: String,
         /// The score.
         value: f32,
+    },
+    /// A [`DocLoader`](crate::DocLoader) could not load a candidate's document.
+    #[error("loading the document at {address} failed: {source}")]
+    Load {
+        /// `segment_ord/doc_id`.
+        address: String,
+        /// The loader's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A field named for reranking text cannot give it.
+    #[error("field `{field}` cannot give text to rerank: {reason}")]
+    UnusableField {
+        /// The field name.
+        field: String,
+        /// Why.
+        reason: String,
     },
     /// A stored document lacks a stored field (index corrupted or foreign).
     #[error("stored document {doc_address} lacks field `{field}`")]

@@ -23,6 +23,10 @@ pub struct Article {
 }
 
 /// Which JSON fields of a JSONL record hold the id, title and body.
+///
+/// The rules, for `index` and `eval` alike ([`read_corpus`]): the id is a string or an
+/// integer; title and body are strings, or null (empty); anything else in them (a number, a
+/// list, an object) is an error naming the file, line and field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldMapping {
     /// Id field (required in every record; a string or an integer).
@@ -30,9 +34,9 @@ pub struct FieldMapping {
     /// Title field (optional in records: missing or null is an empty title, and a warning
     /// is logged when no record of a file has it; `None` = no title).
     pub title: Option<String>,
-    /// Body field (required in every record: a record without it is a
-    /// [`SearchError::MissingField`] naming the line, which `skip_bad_lines` skips; null is
-    /// an empty body).
+    /// Body field (required in every record: a record without it, most likely a wrong field
+    /// name, is a [`SearchError::MissingField`] naming the line, which `skip_bad_lines`
+    /// skips; null is an empty body).
     pub body: String,
 }
 
@@ -129,30 +133,41 @@ pub(crate) fn parse_line(
     path: &Path,
     line: usize,
 ) -> Result<Option<Record>> {
-    let malformed = |message: String| SearchError::MalformedLine {
+    let malformed_at = |column: usize, message: String| SearchError::MalformedLine {
         path: path.to_path_buf(),
         line,
+        column,
         message,
     };
-    let text = std::str::from_utf8(raw).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
+    let malformed = |message: String| malformed_at(1, message);
+    let text = std::str::from_utf8(raw).map_err(|e| {
+        let column = String::from_utf8_lossy(&raw[..e.valid_up_to()])
+            .chars()
+            .count()
+            + 1;
+        malformed_at(column, format!("not UTF-8: {e}"))
+    })?;
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| malformed_at(e.column().max(1), e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(malformed(format!(
             "expected a JSON object, got {}",
             abridge(text.trim(), 60)
         )));
     };
-    let invalid = |field: &str, v: &Value| SearchError::InvalidField {
+    let invalid = |field: &str, expected: &'static str, v: &Value| SearchError::InvalidField {
         path: path.to_path_buf(),
         line,
         field: field.to_string(),
+        expected,
+        got: json_kind(v),
         value: abridge(&v.to_string(), 60),
     };
     let id = match obj.get(&mapping.id) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
         None | Some(Value::Null) => {
             return Err(SearchError::MissingField {
@@ -161,17 +176,18 @@ pub(crate) fn parse_line(
                 field: mapping.id.clone(),
             })
         }
-        Some(v) => return Err(invalid(&mapping.id, v)),
+        Some(v) => return Err(invalid(&mapping.id, "a string or an integer", v)),
     };
     if let Some(problem) = id_problem(&id) {
         return Err(malformed(format!("field `{}` {problem}", mapping.id)));
     }
+    // A number (or list, or object) where text belongs is most likely a wrong field: it
+    // would be indexed and scored as text without a word said.
     let text_of = |field: &str| -> Result<String> {
         match obj.get(field) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(v) => Err(invalid(field, v)),
+            Some(v) => Err(invalid(field, "a string or null", v)),
         }
     };
     let (title, has_title) = match &mapping.title {
@@ -192,6 +208,18 @@ pub(crate) fn parse_line(
         article: Article { id, title, body },
         has_title,
     }))
+}
+
+/// The JSON type of `v`, for error messages.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// The longest id tantivy indexes as a term; a longer one would be dropped from the id
@@ -216,15 +244,28 @@ pub fn id_problem(id: &str) -> Option<String> {
 /// Lines parsed per rayon batch.
 const CHUNK: usize = 4096;
 
-/// Read a JSONL file, calling `sink` for each article in file order. Lines are parsed in
-/// parallel batches. Bad lines fail, or are counted into `bad_lines` with `skip_bad_lines`.
-/// A UTF-8 byte-order mark before the first line is ignored.
+/// Read a JSONL corpus (BEIR `corpus.jsonl` with [`FieldMapping::beir`]) record by record,
+/// calling `each(line, article)` in file order, by the rules of [`FieldMapping`]: the reader
+/// behind `ArticleIndex::import_jsonl`, and behind the evaluation's BEIR loader. A bad line
+/// is an error naming the file, line and field. Blank lines are skipped; a UTF-8 byte-order
+/// mark before the first line is ignored.
+pub fn read_corpus(
+    path: &Path,
+    mapping: &FieldMapping,
+    each: &mut dyn FnMut(usize, Article) -> Result<()>,
+) -> Result<()> {
+    read_jsonl(path, mapping, false, &mut 0, each)
+}
+
+/// Read a JSONL file, calling `sink(line, article)` for each article in file order. Lines
+/// are parsed in parallel batches. Bad lines fail, or are counted into `bad_lines` with
+/// `skip_bad_lines`. A UTF-8 byte-order mark before the first line is ignored.
 pub(crate) fn read_jsonl(
     path: &Path,
     mapping: &FieldMapping,
     skip_bad_lines: bool,
     bad_lines: &mut u64,
-    sink: &mut dyn FnMut(Article) -> Result<()>,
+    sink: &mut dyn FnMut(usize, Article) -> Result<()>,
 ) -> Result<()> {
     let file = File::open(path).map_err(SearchError::io(path))?;
     let mut reader = BufReader::new(file);
@@ -248,16 +289,16 @@ pub(crate) fn read_jsonl(
             }
             chunk.push((line_no, buf));
         }
-        let parsed: Vec<Result<Option<Record>>> = chunk
+        let parsed: Vec<(usize, Result<Option<Record>>)> = chunk
             .par_iter()
-            .map(|(line, raw)| parse_line(raw, mapping, path, *line))
+            .map(|(line, raw)| (*line, parse_line(raw, mapping, path, *line)))
             .collect();
-        for item in parsed {
+        for (line, item) in parsed {
             match item {
                 Ok(Some(record)) => {
                     records += 1;
                     has_titles |= record.has_title;
-                    sink(record.article)?
+                    sink(line, record.article)?
                 }
                 Ok(None) => {}
                 Err(e) if skip_bad_lines => {
@@ -487,6 +528,38 @@ mod tests {
         assert!(e.contains("`text`") && e.contains("{\"x\":1}"), "{e}");
         assert!(parse("[1]").is_err());
         assert!(parse_line(b"\xff\xfe", &FieldMapping::beir(), Path::new("c"), 1).is_err());
+        // A number is no text: the same rule as the evaluation's BEIR reader.
+        let e = parse(r#"{"_id": "a", "title": 1984, "text": "B"}"#).unwrap_err();
+        assert!(
+            matches!(&e, SearchError::InvalidField { field, got: "a number", .. } if field == "title"),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("field `title` must be a string or null, got a number"),
+            "{e}"
+        );
+        let e = parse(r#"{"_id": 1.5, "text": "B"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be a string or an integer"), "{e}");
+        let e = parse(r#"{"_id": "", "text": "B"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("field `_id` is empty"), "{e}");
+        // The column of a JSON syntax error is named.
+        let e = parse(r#"{"_id": "a", "text": }"#).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SearchError::MalformedLine {
+                    line: 7,
+                    column: 22,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -1,28 +1,28 @@
 //! [`ArticleIndex`]: an on-disk article index with BM25 and reranked search.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::Count;
+use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::error::LockError;
 use tantivy::query::{EmptyQuery, Query, QueryParser, QueryParserError, TermQuery};
-use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::schema::IndexRecordOption;
 use tantivy::{
     doc, DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
     TantivyError, Term,
 };
 
-use crate::collector::{Candidates, RerankCollector};
-use crate::error::{abridge, Result, SearchError};
+use crate::cascade::{check_top_n, load_candidates, Cascade};
+use crate::error::{abridge, BoxError, Result, SearchError};
 use crate::import::{
     id_problem, read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport,
 };
-use crate::rerank::{rerank_candidates, Candidate, Hit, RerankOptions, RerankResults, Timings};
-use crate::reranker::Reranker;
+use crate::loader::{first_str, DocLoader};
+use crate::rerank::{Hit, RerankResults, Timings};
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
 
 /// Smallest per-thread memory budget tantivy accepts.
@@ -64,7 +64,7 @@ pub const MAX_TITLE_BOOST: f32 = 1e6;
 /// An article index in a directory, searchable from many threads at once (`Sync`).
 ///
 /// ```
-/// use tantivy_rerank_search::{Article, ArticleIndex, FnReranker, ImportOptions, RerankOptions};
+/// use tantivy_rerank_search::{Article, ArticleIndex, Cascade, ImportOptions, SearchOptions};
 /// # fn main() -> Result<(), tantivy_rerank_search::SearchError> {
 /// # let dir = tempfile::tempdir().unwrap();
 /// let index = ArticleIndex::create(dir.path(), &Default::default())?;
@@ -75,15 +75,16 @@ pub const MAX_TITLE_BOOST: f32 = 1e6;
 /// let report = index.import_articles(articles, &ImportOptions::default())?;
 /// assert_eq!(report.docs_indexed, 2);
 ///
-/// let bm25 = index.search_bm25("cats", 10)?;
-/// assert_eq!(bm25.len(), 2);
+/// let bm25 = index.search("cats", &SearchOptions::default())?;
+/// assert_eq!(bm25.hits.len(), 2);
 ///
 /// // Any closure can rerank; here: prefer texts that mention dogs.
-/// let reranker = FnReranker::new(|_q: &str, texts: &[&str]| {
+/// let reranker = |_q: &str, texts: &[&str]| {
 ///     Ok::<_, std::convert::Infallible>(texts.iter().map(|t| t.matches("Dogs").count() as f32).collect())
-/// });
-/// let results = index.search_reranked("cats", &reranker, &RerankOptions::default())?;
-/// assert_eq!(results.hits[0].id, "2");
+/// };
+/// let cascade = Cascade::of(reranker);
+/// let results = index.search("cats", &SearchOptions::default().rerank(&cascade))?;
+/// assert_eq!(results.hits[0].doc.id, "2");
 /// # Ok(()) }
 /// ```
 pub struct ArticleIndex {
@@ -271,7 +272,7 @@ impl ArticleIndex {
                 mapping,
                 options.skip_bad_lines,
                 &mut report.bad_lines_skipped,
-                sink,
+                &mut |_, article| sink(article),
             )
         })
     }
@@ -463,205 +464,170 @@ impl ArticleIndex {
         Some(q)
     }
 
-    /// Retrieve the first-stage top `limit` `(bm25, address)` of `query` with a
-    /// [`RerankCollector`] on `searcher`. Any `limit` is safe: past the number of documents
-    /// it returns them all.
-    pub fn retrieve(
-        &self,
-        searcher: &Searcher,
-        query: &dyn Query,
-        limit: usize,
-    ) -> Result<Candidates> {
-        if limit == 0 {
-            return Ok(Candidates::new());
+    /// The loader of this index's documents ([`Article`]: id, title and body), for running
+    /// the second stage on a query of your own ([`Cascade::rerank`], [`Cascade::collector`]).
+    pub fn loader(&self) -> ArticleLoader {
+        ArticleLoader {
+            fields: self.fields,
         }
-        searcher
-            .search(query, &RerankCollector::new(limit, limit))
-            .map_err(SearchError::tantivy("collecting the first stage"))
     }
 
-    /// Read the stored id, title and body of `candidates` (in parallel, order kept).
-    pub fn fetch(&self, searcher: &Searcher, candidates: &Candidates) -> Result<Vec<Candidate>> {
-        let f = self.fields;
-        candidates
-            .par_iter()
-            .map(|&(score, address)| {
-                let doc: TantivyDocument = searcher
-                    .doc(address)
-                    .map_err(SearchError::tantivy("reading a stored document"))?;
-                let text = |field, name: &str| -> Result<String> {
-                    doc.get_first(field)
-                        .and_then(|v| v.as_str())
-                        .map(str::to_string)
-                        .ok_or_else(|| SearchError::MissingStoredField {
-                            doc_address: fmt_address(address),
-                            field: name.to_string(),
-                        })
-                };
-                Ok(Candidate {
-                    id: text(f.id, "id")?,
-                    score,
-                    // Title and body may legitimately be empty: only the id is required.
-                    title: text(f.title, "title").unwrap_or_default(),
-                    body: text(f.body, "body").unwrap_or_default(),
-                    address,
-                })
-            })
-            .collect()
-    }
-
-    /// BM25 top `k` of `query` with stored text. A query with no searchable terms (see
-    /// [`ArticleIndex::parse_query`]) has no hits; any `k` is safe.
-    pub fn search_bm25(&self, query: &str, k: usize) -> Result<Vec<Candidate>> {
-        let (searcher, top) = self.top_docs(query, k)?;
-        self.fetch(&searcher, &top)
-    }
-
-    /// BM25 top `k` of `query` in the shape of [`ArticleIndex::search_reranked`]'s results,
-    /// so that callers (and JSON readers) see one shape with or without a reranker: each hit
-    /// has its BM25 score and 1-based rank, and `rerank_score` and `score` are `None`.
+    /// Search: the BM25 top `options.top_n` of `query`, or, with `options.rerank`, the BM25
+    /// candidates its stages need, reranked, and the best `options.top_n` of them.
+    ///
+    /// A query with no searchable terms (see [`ArticleIndex::parse_query`]) has no hits and
+    /// calls no reranker. Hits carry the stored [`Article`]; without reranking their
+    /// `stage_scores` are empty and `rerank_score` and `score` are `None`.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use tantivy_rerank_search::{Article, ArticleIndex, ImportOptions, SchemaOptions};
+    /// use tantivy_rerank_search::{Article, ArticleIndex, Cascade, ImportOptions, SearchOptions};
     /// let dir = tempfile::tempdir()?;
-    /// let index = ArticleIndex::create(dir.path(), &SchemaOptions::default())?;
+    /// let index = ArticleIndex::create(dir.path(), &Default::default())?;
     /// let quiet = ImportOptions { progress: false, ..Default::default() };
-    /// let article = Article { id: "v1".into(), title: "Volcanoes".into(), body: "Lava flows.".into() };
-    /// index.import_articles([article], &quiet)?;
-    /// let results = index.search_first_stage("lava", 10)?;
-    /// assert_eq!((results.hits[0].id.as_str(), results.hits[0].bm25_rank), ("v1", 1));
-    /// assert_eq!(results.hits[0].score, None);
+    /// let article = |id: &str, body: &str| Article { id: id.into(), title: String::new(), body: body.into() };
+    /// index.import_articles([article("v1", "Lava flows."), article("v2", "Lava and ash.")], &quiet)?;
+    ///
+    /// let bm25 = index.search("lava", &SearchOptions::default())?;
+    /// assert_eq!(bm25.hits[0].first_stage_rank, 1);
+    /// assert_eq!(bm25.hits[0].score, None);
+    ///
+    /// let ash = |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(t.iter().map(|t| t.matches("ash").count() as f32).collect());
+    /// let cascade = Cascade::of(ash);
+    /// let reranked = index.search("lava", &SearchOptions::default().top_n(1).rerank(&cascade))?;
+    /// assert_eq!(reranked.hits[0].doc.id, "v2");
     /// # Ok(()) }
     /// ```
-    pub fn search_first_stage(&self, query: &str, k: usize) -> Result<RerankResults> {
+    pub fn search(&self, query: &str, options: &SearchOptions<'_>) -> Result<SearchResults> {
         let started = Instant::now();
-        let (searcher, top) = self.top_docs(query, k)?;
-        let retrieve = started.elapsed();
-        let fetched = Instant::now();
-        let hits: Vec<Hit> = self
-            .fetch(&searcher, &top)?
-            .into_iter()
-            .zip(1..)
-            .map(|(c, rank)| Hit::first_stage(c, rank))
-            .collect();
-        Ok(RerankResults {
-            query: query.to_string(),
-            candidates: hits.len(),
-            hits,
-            passages_scored: 0,
-            timings: Timings {
-                retrieve,
-                fetch: fetched.elapsed(),
-                ..Timings::default()
-            },
-        })
-    }
-
-    /// BM25 top `k` addresses of `query` (none for a query with no searchable terms or
-    /// `k == 0`).
-    fn top_docs(&self, query: &str, k: usize) -> Result<(Searcher, Candidates)> {
+        check_top_n(options.top_n)?;
+        if let Some(cascade) = options.rerank {
+            cascade.validate()?;
+        }
         let searcher = self.reader.searcher();
-        let Some(q) = self.parse_query(query).filter(|_| k > 0) else {
-            return Ok((searcher, Vec::new()));
-        };
-        let top = self.retrieve(&searcher, &q, k)?;
-        Ok((searcher, top))
-    }
-
-    /// BM25 top `k` ids and scores only (no stored-text fetch): the fast path for evaluation.
-    pub fn search_bm25_ids(&self, query: &str, k: usize) -> Result<Vec<(String, f32)>> {
-        let (searcher, top) = self.top_docs(query, k)?;
-        top.iter()
-            .map(|&(score, address)| {
-                let doc: TantivyDocument = searcher
-                    .doc(address)
-                    .map_err(SearchError::tantivy("reading a stored document"))?;
-                let id = doc
-                    .get_first(self.fields.id)
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| SearchError::MissingStoredField {
-                        doc_address: fmt_address(address),
-                        field: "id".into(),
-                    })?;
-                Ok((id.to_string(), score))
-            })
-            .collect()
-    }
-
-    /// Retrieve with BM25, rerank the first `options.window` candidates with one
-    /// `reranker` call, and return the top `options.top_n`. A query with no searchable
-    /// terms (see [`ArticleIndex::parse_query`]) has no hits and calls no reranker.
-    pub fn search_reranked(
-        &self,
-        query: &str,
-        reranker: &dyn Reranker,
-        options: &RerankOptions,
-    ) -> Result<RerankResults> {
-        options.validate()?;
-        let t = Instant::now();
         let Some(q) = self.parse_query(query) else {
-            return Ok(RerankResults {
-                query: query.to_string(),
-                hits: Vec::new(),
-                candidates: 0,
-                passages_scored: 0,
-                timings: Timings::default(),
-            });
+            return Ok(RerankResults::empty(query));
         };
-        self.search_reranked_query(query, q.as_ref(), reranker, options, t)
-    }
-
-    /// [`ArticleIndex::search_reranked`] for any tantivy `query`; `query_text` is what the
-    /// reranker sees. `started` is when the caller began (counted into the retrieve time).
-    pub fn search_reranked_query(
-        &self,
-        query_text: &str,
-        query: &dyn Query,
-        reranker: &dyn Reranker,
-        options: &RerankOptions,
-        started: Instant,
-    ) -> Result<RerankResults> {
-        options.validate()?;
-        let searcher = self.reader.searcher();
-        let collector = RerankCollector::new(options.window, options.top_n);
-        let first = searcher
-            .search(query, &collector)
+        let limit = match options.rerank {
+            Some(c) => c.stages()[0].options().window.max(options.top_n),
+            None => options.top_n,
+        };
+        let top = searcher
+            .search(
+                q.as_ref(),
+                &TopDocs::with_limit(limit.min(searcher_docs(&searcher))),
+            )
             .map_err(SearchError::tantivy("collecting the first stage"))?;
         let retrieve = started.elapsed();
-        self.rerank_candidates(query_text, &searcher, &first, reranker, options, retrieve)
+        let loader = self.loader();
+        match options.rerank {
+            Some(cascade) => cascade.rerank_since(
+                &searcher,
+                query,
+                &top,
+                &loader,
+                options.top_n,
+                started,
+                retrieve,
+            ),
+            None => {
+                let t = Instant::now();
+                let loaded = load_candidates(&searcher, &top, &loader)?;
+                let hits: Vec<Hit<Article>> = loaded
+                    .into_iter()
+                    .zip(1..)
+                    .map(|(c, rank)| Hit::first_stage(c.doc, c.address, c.score, rank))
+                    .collect();
+                Ok(RerankResults {
+                    candidates: hits.len(),
+                    hits,
+                    timings: Timings {
+                        retrieve,
+                        fetch: t.elapsed(),
+                        ..Timings::default()
+                    },
+                    ..RerankResults::empty(query)
+                })
+            }
+        }
+    }
+}
+
+/// Results of [`ArticleIndex::search`].
+pub type SearchResults = RerankResults<Article>;
+
+/// Options of [`ArticleIndex::search`].
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions<'a> {
+    /// Hits returned (default 10).
+    pub top_n: usize,
+    /// The second stage; `None` (default): BM25 only.
+    pub rerank: Option<&'a Cascade<'a>>,
+}
+
+impl Default for SearchOptions<'_> {
+    fn default() -> Self {
+        SearchOptions {
+            top_n: 10,
+            rerank: None,
+        }
+    }
+}
+
+impl<'a> SearchOptions<'a> {
+    /// Return `top_n` hits.
+    pub fn top_n(mut self, top_n: usize) -> Self {
+        self.top_n = top_n;
+        self
     }
 
-    /// The second stage on a [`RerankCollector`]'s fruit: fetch stored text from `searcher`
-    /// (the one that collected `first`), rerank and merge.
-    pub fn rerank_candidates(
-        &self,
-        query_text: &str,
-        searcher: &Searcher,
-        first: &Candidates,
-        reranker: &dyn Reranker,
-        options: &RerankOptions,
-        retrieve: std::time::Duration,
-    ) -> Result<RerankResults> {
-        let t = Instant::now();
-        let fetched = self.fetch(searcher, first)?;
-        let fetch = t.elapsed();
-        let candidates = fetched.len();
-        let (hits, passages_scored, score, merge) =
-            rerank_candidates(query_text, fetched, reranker, options)?;
-        Ok(RerankResults {
-            query: query_text.to_string(),
-            hits,
-            candidates,
-            passages_scored,
-            timings: Timings {
-                retrieve,
-                fetch,
-                score,
-                merge,
-            },
+    /// Rerank with `cascade`.
+    pub fn rerank(mut self, cascade: &'a Cascade<'a>) -> Self {
+        self.rerank = Some(cascade);
+        self
+    }
+}
+
+/// Loads an article index's documents: id, title and body; the reranker reads title and
+/// body joined by a newline (the body alone when the title is empty).
+#[derive(Debug, Clone, Copy)]
+pub struct ArticleLoader {
+    fields: ArticleFields,
+}
+
+impl DocLoader for ArticleLoader {
+    type Doc = Article;
+
+    fn load(&self, searcher: &Searcher, address: DocAddress) -> Result<Article, BoxError> {
+        let doc: TantivyDocument = searcher.doc(address)?;
+        let f = self.fields;
+        let id = first_str(&doc, f.id).ok_or_else(|| SearchError::MissingStoredField {
+            doc_address: fmt_address(address),
+            field: "id".into(),
+        })?;
+        Ok(Article {
+            id: id.to_string(),
+            // Title and body may legitimately be empty: only the id is required.
+            title: first_str(&doc, f.title).unwrap_or_default().to_string(),
+            body: first_str(&doc, f.body).unwrap_or_default().to_string(),
         })
     }
+
+    fn text<'d>(&self, doc: &'d Article) -> Cow<'d, str> {
+        if doc.title.trim().is_empty() {
+            Cow::Borrowed(&doc.body)
+        } else {
+            Cow::Owned(format!("{}\n{}", doc.title, doc.body))
+        }
+    }
+}
+
+/// Live documents of a searcher: the most a first stage can return (tantivy preallocates a
+/// `TopDocs` limit, so an unclamped huge limit would abort on allocation).
+fn searcher_docs(searcher: &Searcher) -> usize {
+    usize::try_from(searcher.num_docs())
+        .unwrap_or(usize::MAX)
+        .max(1)
 }
 
 fn fmt_address(a: DocAddress) -> String {

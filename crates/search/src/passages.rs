@@ -98,20 +98,25 @@ pub fn split_spans<'a>(
     spans: &[(usize, usize)],
     options: &PassageOptions,
 ) -> Vec<&'a str> {
-    split_fitted(text, spans, options, |_, end| end)
+    let fit = |_, end| Ok::<_, std::convert::Infallible>(end);
+    match split_fitted(text, spans, options, fit) {
+        Ok(passages) => passages.into_iter().map(|(p, _)| p).collect(),
+        Err(never) => match never {},
+    }
 }
 
 /// [`split_spans`], where `fit(start, end)` may shorten each passage to units
 /// `start..fit(start, end)` (at least one unit). The next passage then starts no later than
-/// where the shortened one ends, so no text between passages goes unscored.
-pub(crate) fn split_fitted<'a>(
+/// where the shortened one ends, so no text between passages goes unscored. Each passage
+/// comes with its number of units.
+pub(crate) fn split_fitted<'a, E>(
     text: &'a str,
     spans: &[(usize, usize)],
     options: &PassageOptions,
-    fit: impl Fn(usize, usize) -> usize,
-) -> Vec<&'a str> {
+    fit: impl Fn(usize, usize) -> Result<usize, E>,
+) -> Result<Vec<(&'a str, usize)>, E> {
     if spans.is_empty() {
-        return vec![""];
+        return Ok(vec![("", 0)]);
     }
     let length = options.length.max(1);
     let stride = options.stride.max(1);
@@ -119,14 +124,14 @@ pub(crate) fn split_fitted<'a>(
     let mut start = 0;
     while start < spans.len() && out.len() < options.max_passages.max(1) {
         let full = (start + length).min(spans.len());
-        let end = fit(start, full).clamp(start + 1, full);
-        out.push(span_text(text, spans, start, end));
+        let end = fit(start, full)?.clamp(start + 1, full);
+        out.push((span_text(text, spans, start, end), end - start));
         if end == spans.len() {
             break;
         }
         start = (start + stride).min(end);
     }
-    out
+    Ok(out)
 }
 
 /// The text of units `start..end` (non-empty) of `spans`.

@@ -2,129 +2,114 @@
 
 use crate::error::{BoxError, RerankError};
 
-/// Scores texts against a query. One call per query: the pipeline batches every passage
-/// of every candidate into one `rerank` call.
+/// Scores texts against a query: one call per query and stage, with every passage of every
+/// candidate in it.
+///
+/// Closures `Fn(&str, &[&str]) -> Result<Vec<f32>, E>` are rerankers:
+///
+/// ```
+/// use tantivy_rerank_search::Reranker;
+/// let by_length = |_q: &str, texts: &[&str]| {
+///     Ok::<_, std::convert::Infallible>(texts.iter().map(|t| t.len() as f32).collect())
+/// };
+/// assert_eq!(by_length.rerank("q", &["a", "abc"]).unwrap(), vec![1.0, 3.0]);
+/// assert!(by_length.tokenizer().is_none());
+/// ```
 pub trait Reranker: Send + Sync {
     /// One score per text, in the order of `texts`. Higher is more relevant.
     fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError>;
 
-    /// Maximum input length of the model in tokens, if it has one.
-    fn max_tokens(&self) -> Option<usize> {
+    /// The model's tokenizer and how the model reads its input, when it has one: passages are
+    /// then cut by model tokens and never longer than the model reads whole. `None` (the
+    /// default): passages are cut by whitespace-separated words, with no length limit.
+    fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
         None
     }
-
-    /// Number of model tokens in `text`, if the reranker can count them. Used to shrink
-    /// passages that would not fit [`Reranker::max_tokens`].
-    fn count_tokens(&self, text: &str) -> Option<usize> {
-        self.token_spans(text).map(|s| s.len())
-    }
-
-    /// Byte ranges of the model's tokens in `text`, if the reranker has a tokenizer. Passages
-    /// are then cut by model tokens; otherwise by whitespace-separated words.
-    fn token_spans(&self, _text: &str) -> Option<Vec<(usize, usize)>> {
-        None
-    }
-
-    /// [`token_spans`](Self::token_spans) when only the first `need` tokens matter: at
-    /// least that many of them (all when the text has fewer). Passages are cut from these, so
-    /// a long document is tokenised only as far as its scored passages reach. The default
-    /// tokenises the whole text.
-    fn token_spans_head(&self, text: &str, _need: usize) -> Option<Vec<(usize, usize)>> {
-        self.token_spans(text)
-    }
-
-    /// The most tokens a passage scored against `query` may have so that the model reads it
-    /// whole; passages are cut no longer than this. `None`: no limit.
-    ///
-    /// The default suits models that read query and passage as one input,
-    /// `[CLS] query [SEP] passage [SEP]` (cross-encoders): [`max_tokens`](Self::max_tokens)
-    /// minus the query's tokens and 3 special tokens, and at least 8. A model that reads each
-    /// passage on its own (a bi-encoder) overrides it.
-    fn passage_budget(&self, query: &str) -> Option<usize> {
-        let max = self.max_tokens()?;
-        let query_tokens = self.count_tokens(query)?;
-        Some(max.saturating_sub(query_tokens + 3).max(8))
-    }
 }
 
-impl<R: Reranker + ?Sized> Reranker for &R {
-    fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
-        (**self).rerank(query, texts)
-    }
-    fn max_tokens(&self) -> Option<usize> {
-        (**self).max_tokens()
-    }
-    fn count_tokens(&self, text: &str) -> Option<usize> {
-        (**self).count_tokens(text)
-    }
-    fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-        (**self).token_spans(text)
-    }
-    fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
-        (**self).token_spans_head(text, need)
-    }
-    fn passage_budget(&self, query: &str) -> Option<usize> {
-        (**self).passage_budget(query)
-    }
+/// What passage cutting needs from a model's tokenizer.
+pub trait PassageTokenizer: Send + Sync {
+    /// Byte ranges in `text` of its tokens (no special tokens), at least the first `need` of
+    /// them (all when the text has fewer; `usize::MAX` for all). A tokenizer may stop early
+    /// to spare the work of tokenising a long text whole.
+    fn token_spans(&self, text: &str, need: usize) -> Result<Vec<(usize, usize)>, BoxError>;
+
+    /// The number of tokens of `text`, without special tokens.
+    fn count_tokens(&self, text: &str) -> Result<usize, BoxError>;
+
+    /// The special tokens the model's input carries: of a (query, text) pair when `pair`,
+    /// else of a text alone.
+    fn special_tokens(&self, pair: bool) -> usize;
+
+    /// The most tokens one input may have, special tokens included.
+    fn max_tokens(&self) -> usize;
 }
 
-/// A [`Reranker`] made of a closure `Fn(&str, &[&str]) -> Result<Vec<f32>, E>`.
-///
-/// ```
-/// use tantivy_rerank_search::{FnReranker, Reranker};
-/// let by_length = FnReranker::new(|_q: &str, texts: &[&str]| {
-///     Ok::<_, std::convert::Infallible>(texts.iter().map(|t| t.len() as f32).collect())
-/// });
-/// assert_eq!(by_length.rerank("q", &["a", "abc"]).unwrap(), vec![1.0, 3.0]);
-/// ```
-pub struct FnReranker<F> {
-    f: F,
-    max_tokens: Option<usize>,
+/// How a model reads a passage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelInput {
+    /// Query and passage as one input, `[CLS] query [SEP] passage [SEP]` (a cross-encoder):
+    /// the query takes room from the passage.
+    WithQuery,
+    /// Each passage alone, `[CLS] passage [SEP]` (a bi-encoder).
+    Alone,
 }
 
-impl<F> std::fmt::Debug for FnReranker<F> {
+/// A reranker's tokenizer, as [`Reranker::tokenizer`] gives it.
+#[derive(Clone, Copy)]
+pub struct ModelTokenizer<'a> {
+    /// The tokenizer.
+    pub tokenizer: &'a dyn PassageTokenizer,
+    /// How the model reads each passage.
+    pub input: ModelInput,
+}
+
+impl std::fmt::Debug for ModelTokenizer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FnReranker")
-            .field("max_tokens", &self.max_tokens)
+        f.debug_struct("ModelTokenizer")
+            .field("max_tokens", &self.tokenizer.max_tokens())
+            .field("input", &self.input)
             .finish()
     }
 }
 
-impl<F> FnReranker<F> {
-    /// Wrap a closure.
-    pub fn new(f: F) -> Self {
-        FnReranker {
-            f,
-            max_tokens: None,
-        }
-    }
+/// The fewest tokens a passage scored next to a long query is given: a query that leaves
+/// less room than this is cut by the model's truncation instead.
+pub const MIN_PASSAGE_TOKENS: usize = 8;
 
-    /// Report a maximum length (in whitespace words, since a closure has no tokenizer).
-    pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
-        self.max_tokens = Some(max_tokens);
-        self
+impl ModelTokenizer<'_> {
+    /// The most tokens a passage scored against `query` may have so that the model reads it
+    /// whole: the model's maximum, less its special tokens and (for [`ModelInput::WithQuery`])
+    /// the query's tokens; at least [`MIN_PASSAGE_TOKENS`] with a query, 1 without.
+    pub fn passage_budget(&self, query: &str) -> Result<usize, BoxError> {
+        let max = self.tokenizer.max_tokens();
+        Ok(match self.input {
+            ModelInput::WithQuery => {
+                let query_tokens = self.tokenizer.count_tokens(query)?;
+                max.saturating_sub(query_tokens + self.tokenizer.special_tokens(true))
+                    .max(MIN_PASSAGE_TOKENS)
+            }
+            ModelInput::Alone => max
+                .saturating_sub(self.tokenizer.special_tokens(false))
+                .max(1),
+        })
     }
 }
 
-impl<F, E> Reranker for FnReranker<F>
+impl<F, E> Reranker for F
 where
     F: Fn(&str, &[&str]) -> Result<Vec<f32>, E> + Send + Sync,
     E: Into<BoxError>,
 {
     fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
-        (self.f)(query, texts).map_err(|e| RerankError::Model(e.into()))
-    }
-    fn max_tokens(&self) -> Option<usize> {
-        self.max_tokens
-    }
-    fn count_tokens(&self, text: &str) -> Option<usize> {
-        self.max_tokens.map(|_| text.split_whitespace().count())
+        self(query, texts).map_err(|e| RerankError::Model(e.into()))
     }
 }
 
 /// Load a model as a [`Reranker`]: a cross-encoder (sequence-classification checkpoint), or,
-/// when the checkpoint is a plain encoder, an embedding model scoring by cosine similarity.
-/// `id_or_dir` is a local directory or a Hugging Face Hub id.
+/// when the checkpoint is a plain encoder, an embedding model scoring by cosine similarity
+/// (with the options that apply to one). `id_or_dir` is a local directory or a Hugging Face
+/// Hub id.
 #[cfg(feature = "encoders")]
 pub fn load_model_reranker(
     id_or_dir: &str,
@@ -134,7 +119,7 @@ pub fn load_model_reranker(
     match CrossEncoder::load(id_or_dir, options.clone()) {
         Ok(m) => Ok(Box::new(m)),
         Err(EncoderError::UnsupportedArchitecture { .. }) => {
-            Ok(Box::new(BiEncoder::load(id_or_dir, options)?))
+            Ok(Box::new(BiEncoder::load(id_or_dir, (&options).into())?))
         }
         Err(e) => Err(e),
     }
@@ -143,7 +128,22 @@ pub fn load_model_reranker(
 #[cfg(feature = "encoders")]
 mod encoders {
     use super::*;
-    use tantivy_rerank_encoders::{BiEncoder, CrossEncoder};
+    use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, PairTokenizer};
+
+    impl PassageTokenizer for PairTokenizer {
+        fn token_spans(&self, text: &str, need: usize) -> Result<Vec<(usize, usize)>, BoxError> {
+            Ok(self.token_spans_head(text, need)?)
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize, BoxError> {
+            Ok(PairTokenizer::count_tokens(self, text)?)
+        }
+        fn special_tokens(&self, pair: bool) -> usize {
+            PairTokenizer::special_tokens(self, pair)
+        }
+        fn max_tokens(&self) -> usize {
+            self.max_length().unwrap_or(usize::MAX)
+        }
+    }
 
     /// Scores (query, text) pairs jointly with [`CrossEncoder::scores`].
     impl Reranker for CrossEncoder {
@@ -151,17 +151,11 @@ mod encoders {
             let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
             Ok(self.scores(&pairs)?)
         }
-        fn max_tokens(&self) -> Option<usize> {
-            Some(self.max_length())
-        }
-        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-            self.tokenizer().token_spans(text).ok()
-        }
-        fn count_tokens(&self, text: &str) -> Option<usize> {
-            self.tokenizer().count_tokens(text).ok()
-        }
-        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
-            self.tokenizer().token_spans_head(text, need).ok()
+        fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+            Some(ModelTokenizer {
+                tokenizer: CrossEncoder::tokenizer(self),
+                input: ModelInput::WithQuery,
+            })
         }
     }
 
@@ -170,21 +164,11 @@ mod encoders {
         fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
             Ok(self.score(query, texts)?)
         }
-        fn max_tokens(&self) -> Option<usize> {
-            Some(self.max_length())
-        }
-        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-            self.tokenizer().token_spans(text).ok()
-        }
-        fn count_tokens(&self, text: &str) -> Option<usize> {
-            self.tokenizer().count_tokens(text).ok()
-        }
-        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
-            self.tokenizer().token_spans_head(text, need).ok()
-        }
-        /// Each passage is embedded alone (`[CLS] passage [SEP]`): the query takes no room.
-        fn passage_budget(&self, _query: &str) -> Option<usize> {
-            Some(self.max_length().saturating_sub(2).max(1))
+        fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+            Some(ModelTokenizer {
+                tokenizer: BiEncoder::tokenizer(self),
+                input: ModelInput::Alone,
+            })
         }
     }
 }

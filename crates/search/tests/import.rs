@@ -1,9 +1,12 @@
 //! Import sources, replacement, bad input and index lifecycle errors.
 
+mod common;
+
 use std::io::Write;
 
 use tantivy_rerank_search::{
-    Article, ArticleIndex, FieldMapping, ImportOptions, SchemaOptions, SearchError,
+    Article, ArticleIndex, Cascade, FieldMapping, ImportOptions, SchemaOptions, SearchError,
+    SearchOptions, Stage,
 };
 
 fn quiet() -> ImportOptions {
@@ -33,15 +36,15 @@ fn reimport_replaces_by_id() {
     let r = index.import_beir(&corpus, &quiet()).unwrap();
     assert_eq!((r.docs_indexed, r.docs_replaced), (3, 1));
     assert_eq!(index.num_docs(), 2);
-    let hits = index.search_bm25("apples", 10).unwrap();
+    let hits = common::bm25(&index, "apples", 10);
     assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].body, "yellow apples");
+    assert_eq!(hits[0].doc.body, "yellow apples");
 
     // Importing the same file again replaces everything: still two documents.
     let r = index.import_beir(&corpus, &quiet()).unwrap();
     assert_eq!((r.docs_indexed, r.docs_replaced), (3, 3));
     assert_eq!(index.num_docs(), 2);
-    assert_eq!(index.search_bm25("apples", 10).unwrap().len(), 1);
+    assert_eq!(common::bm25(&index, "apples", 10).len(), 1);
 
     // A reopened index sees the same state.
     drop(index);
@@ -93,8 +96,11 @@ fn generic_jsonl_mapping() {
         body: "content".into(),
     };
     index.import_jsonl(&corpus, &mapping, &quiet()).unwrap();
-    let hits = index.search_bm25("landing", 3).unwrap();
-    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("7", "Moon"));
+    let hits = common::bm25(&index, "landing", 3);
+    assert_eq!(
+        (hits[0].doc.id.as_str(), hits[0].doc.title.as_str()),
+        ("7", "Moon")
+    );
     let err = index.import_beir(&corpus, &quiet()).unwrap_err();
     assert!(
         err.to_string().contains("g.jsonl:1: missing field `_id`"),
@@ -117,15 +123,15 @@ fn directory_import_titles_ids_and_non_utf8() {
     let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
     let r = index.import_dir(&docs, &quiet()).unwrap();
     assert_eq!((r.docs_indexed, r.non_utf8_files_skipped), (2, 1));
-    let hits = index.search_bm25("volcano", 5).unwrap();
+    let hits = common::bm25(&index, "volcano", 5);
     assert_eq!(hits.len(), 1);
     assert_eq!(
-        (hits[0].id.as_str(), hits[0].title.as_str()),
+        (hits[0].doc.id.as_str(), hits[0].doc.title.as_str()),
         ("a.md", "Volcano facts")
     );
-    let hits = index.search_bm25("glacier", 5).unwrap();
+    let hits = common::bm25(&index, "glacier", 5);
     assert_eq!(
-        (hits[0].id.as_str(), hits[0].title.as_str()),
+        (hits[0].doc.id.as_str(), hits[0].doc.title.as_str()),
         ("sub/b.txt", "b")
     );
     // A link back to a parent folder is not followed: no loop, no second copy.
@@ -279,19 +285,17 @@ fn two_handles_on_one_index_see_each_others_commits_and_replace_by_id() {
     assert_eq!((report.docs_indexed, report.docs_replaced), (1, 1));
     assert_eq!(b.num_docs(), 1);
     let fresh = ArticleIndex::open(tmp.path()).unwrap();
-    let hits = fresh.search_bm25("cats", 10).unwrap();
+    let hits = common::bm25(&fresh, "cats", 10);
     assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].body, "cats purr v2");
+    assert_eq!(hits[0].doc.body, "cats purr v2");
     // a sees b's commit after a reload ...
     a.reload().unwrap();
-    assert_eq!(a.search_bm25("cats", 10).unwrap()[0].body, "cats purr v2");
+    assert_eq!(common::bm25(&a, "cats", 10)[0].doc.body, "cats purr v2");
     // ... and c on its own, through the reload policy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while c
-        .search_bm25("cats", 10)
-        .unwrap()
+    while common::bm25(&c, "cats", 10)
         .first()
-        .map(|h| h.body.as_str())
+        .map(|h| h.doc.body.as_str())
         != Some("cats purr v2")
     {
         assert!(
@@ -368,9 +372,9 @@ fn empty_query_returns_nothing() {
             &quiet(),
         )
         .unwrap();
-    assert!(index.search_bm25("", 10).unwrap().is_empty());
-    assert!(index.search_bm25(" \t\n", 10).unwrap().is_empty());
-    let r = index.search_bm25_ids("", 10).unwrap();
+    assert!(common::bm25(&index, "", 10).is_empty());
+    assert!(common::bm25(&index, " \t\n", 10).is_empty());
+    let r = common::bm25(&index, "", 10);
     assert!(r.is_empty());
 }
 
@@ -391,13 +395,14 @@ fn empty_title_and_body_are_fine() {
         },
     ];
     index.import_articles(docs, &quiet()).unwrap();
-    let hits = index.search_bm25("lonely", 5).unwrap();
+    let hits = common::bm25(&index, "lonely", 5);
     assert_eq!(hits.len(), 2);
-    let reranker = tantivy_rerank_search::FnReranker::new(|_q: &str, t: &[&str]| {
+    let reranker = |_q: &str, t: &[&str]| {
         Ok::<_, std::convert::Infallible>(t.iter().map(|x| x.len() as f32).collect())
-    });
+    };
+    let cascade = Cascade::of(reranker);
     let r = index
-        .search_reranked("lonely", &reranker, &Default::default())
+        .search("lonely", &SearchOptions::default().rerank(&cascade))
         .unwrap();
     assert_eq!(r.hits.len(), 2);
 }
@@ -448,8 +453,8 @@ fn animals(schema: &SchemaOptions) -> (tempfile::TempDir, ArticleIndex) {
     (tmp, index)
 }
 
-fn ids(hits: &[tantivy_rerank_search::Candidate]) -> Vec<&str> {
-    let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+fn ids(hits: &[tantivy_rerank_search::Hit<Article>]) -> Vec<&str> {
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.doc.id.as_str()).collect();
     ids.sort();
     ids
 }
@@ -462,10 +467,12 @@ fn query_without_searchable_terms_returns_nothing() {
             ..Default::default()
         });
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let reranker = tantivy_rerank_search::FnReranker::new(|_q: &str, t: &[&str]| {
+        let reranker = |_q: &str, t: &[&str]| {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok::<_, std::convert::Infallible>(vec![0.0; t.len()])
-        });
+        };
+        let cascade = Cascade::new(Stage::borrowed(&reranker));
+        let reranked = SearchOptions::default().rerank(&cascade);
         // Stop words and operators only: every term is analyzed away.
         for q in [
             "the",
@@ -478,11 +485,8 @@ fn query_without_searchable_terms_returns_nothing() {
             "title:the",
             "\"the of\"",
         ] {
-            assert!(index.search_bm25(q, 10).unwrap().is_empty(), "{q:?}");
-            assert!(index.search_bm25_ids(q, 10).unwrap().is_empty(), "{q:?}");
-            let r = index
-                .search_reranked(q, &reranker, &Default::default())
-                .unwrap();
+            assert!(common::bm25(&index, q, 10).is_empty(), "{q:?}");
+            let r = index.search(q, &reranked).unwrap();
             assert!(r.hits.is_empty() && r.candidates == 0, "{q:?}");
             assert!(index.parse_query(q).is_none(), "{q:?}");
         }
@@ -490,7 +494,7 @@ fn query_without_searchable_terms_returns_nothing() {
 
         // Legitimate queries still work: plain, with stop words, phrase, field, NOT-only
         // (every document without the term) and an explicit `*`.
-        let hits = |q: &str| index.search_bm25(q, 10).unwrap();
+        let hits = |q: &str| common::bm25(&index, q, 10);
         assert_eq!(ids(&hits("cats")), ["1", "2"]);
         assert_eq!(ids(&hits("the cats")), ["1", "2"]);
         assert_eq!(ids(&hits("\"cats purr\"")), ["1"]);
@@ -498,9 +502,7 @@ fn query_without_searchable_terms_returns_nothing() {
         assert_eq!(ids(&hits("-cats")), ["3"]);
         assert_eq!(ids(&hits("the -cats")), ["3"]);
         assert_eq!(ids(&hits("*")), ["1", "2", "3"]);
-        let r = index
-            .search_reranked("is it cats", &reranker, &Default::default())
-            .unwrap();
+        let r = index.search("is it cats", &reranked).unwrap();
         assert_eq!(r.hits.len(), 2);
     }
 }
@@ -510,33 +512,33 @@ fn any_limit_is_safe() {
     let (_tmp, index) = animals(&SchemaOptions::default());
     // tantivy's `TopDocs` preallocates its limit: these used to overflow or abort.
     for k in [usize::MAX, usize::MAX / 2, 1 << 40] {
-        assert_eq!(ids(&index.search_bm25("cats", k).unwrap()), ["1", "2"]);
-        assert_eq!(index.search_bm25_ids("cats", k).unwrap().len(), 2);
+        assert_eq!(ids(&common::bm25(&index, "cats", k)), ["1", "2"]);
+        assert_eq!(common::bm25(&index, "cats", k).len(), 2);
         let searcher = index.searcher();
-        let q = index.parse_query("cats birds").unwrap();
-        assert_eq!(index.retrieve(&searcher, q.as_ref(), k).unwrap().len(), 3);
+        // The collector over a child that keeps everything of a huge limit: tantivy's own
+        // `TopDocs` preallocates its limit, so the child here is sized by the index.
+        let everything =
+            |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(vec![1.0; t.len()]);
+        let cascade = Cascade::new(Stage::new(everything).window(k));
+        let loader = index.loader();
+        let child = tantivy::collector::TopDocs::with_limit(index.num_docs() as usize);
         let all = searcher
             .search(
                 &tantivy::query::AllQuery,
-                &tantivy_rerank_search::RerankCollector::new(k, k),
+                &cascade.collector(child, &searcher, "cats", &loader, k),
             )
+            .unwrap()
             .unwrap();
-        assert_eq!(all.len(), 3);
-        let reranker = tantivy_rerank_search::FnReranker::new(|_q: &str, t: &[&str]| {
-            Ok::<_, std::convert::Infallible>(vec![1.0; t.len()])
-        });
-        let options = tantivy_rerank_search::RerankOptions {
-            window: k,
-            top_n: k,
-            ..Default::default()
-        };
-        let r = index.search_reranked("cats", &reranker, &options).unwrap();
+        assert_eq!(all.hits.len(), 3);
+        let r = index
+            .search("cats", &SearchOptions::default().top_n(k).rerank(&cascade))
+            .unwrap();
         assert_eq!((r.hits.len(), r.candidates), (2, 2));
     }
     // An empty index too.
     let tmp = tempfile::tempdir().unwrap();
     let empty = ArticleIndex::create(tmp.path(), &SchemaOptions::default()).unwrap();
-    assert!(empty.search_bm25("cats", usize::MAX).unwrap().is_empty());
+    assert!(common::bm25(&empty, "cats", usize::MAX).is_empty());
 }
 
 #[test]
@@ -577,8 +579,11 @@ fn jsonl_without_the_body_field_is_an_error() {
     };
     let r = index.import_jsonl(&corpus, &mapping, &quiet()).unwrap();
     assert_eq!((r.docs_indexed, r.bad_lines_skipped), (2, 0));
-    let hits = index.search_bm25("apples", 5).unwrap();
-    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("1", ""));
+    let hits = common::bm25(&index, "apples", 5);
+    assert_eq!(
+        (hits[0].doc.id.as_str(), hits[0].doc.title.as_str()),
+        ("1", "")
+    );
 }
 
 #[test]
@@ -592,8 +597,11 @@ fn jsonl_byte_order_mark_is_ignored() {
     let index = ArticleIndex::create(tmp.path().join("idx"), &SchemaOptions::default()).unwrap();
     let r = index.import_beir(&corpus, &quiet()).unwrap();
     assert_eq!(r.docs_indexed, 2);
-    let hits = index.search_bm25("apples", 5).unwrap();
-    assert_eq!((hits[0].id.as_str(), hits[0].title.as_str()), ("1", "T"));
+    let hits = common::bm25(&index, "apples", 5);
+    assert_eq!(
+        (hits[0].doc.id.as_str(), hits[0].doc.title.as_str()),
+        ("1", "T")
+    );
     // Only at the very start: a BOM inside the file is still malformed JSON.
     write(
         &corpus,
@@ -675,9 +683,9 @@ fn directory_import_skips_what_it_cannot_read() {
         ),
         (indexed, 2, unreadable)
     );
-    let found = index.search_bm25("volcano", 5).unwrap();
+    let found = common::bm25(&index, "volcano", 5);
     assert_eq!(ids(&found), ["alias.md", "good.txt"]);
-    assert!(index.search_bm25("glacier", 5).unwrap().is_empty());
-    let avalanche = index.search_bm25("avalanche", 5).unwrap();
+    assert!(common::bm25(&index, "glacier", 5).is_empty());
+    let avalanche = common::bm25(&index, "avalanche", 5);
     assert_eq!(avalanche.len(), if denied { 0 } else { 2 });
 }

@@ -4,9 +4,31 @@
 mod common;
 
 use tantivy_rerank_search::{
-    Aggregation, ArticleIndex, Combination, FnReranker, ImportOptions, PassageOptions,
-    RerankOptions, RerankResults, SchemaOptions, SearchError,
+    Aggregation, ArticleIndex, Cascade, Combination, ImportOptions, PassageOptions, Reranker,
+    SchemaOptions, SearchError, SearchOptions, SearchResults, Stage,
 };
+
+/// One stage of `reranker` over the best `window` candidates.
+fn stage<'a>(
+    reranker: impl Reranker + 'a,
+    window: usize,
+    passages: Option<PassageOptions>,
+) -> Stage<'a> {
+    Stage::new(reranker).window(window).passages(passages)
+}
+
+/// `index.search` reranked by `cascade`, `top_n` hits.
+fn reranked(
+    index: &ArticleIndex,
+    query: &str,
+    cascade: &Cascade<'_>,
+    top_n: usize,
+) -> Result<SearchResults, SearchError> {
+    index.search(
+        query,
+        &SearchOptions::default().top_n(top_n).rerank(cascade),
+    )
+}
 
 fn squad_index(dir: &std::path::Path) -> ArticleIndex {
     let data = common::dataset("squad-articles");
@@ -25,7 +47,7 @@ fn squad_index(dir: &std::path::Path) -> ArticleIndex {
 }
 
 /// Structural checks every reranked result must pass.
-fn check_results(r: &RerankResults, window: usize, top_n: usize) {
+fn check_results(r: &SearchResults, window: usize, top_n: usize) {
     assert!(r.hits.len() <= top_n);
     let reranked: Vec<_> = r.hits.iter().filter(|h| h.rerank_score.is_some()).collect();
     let tail: Vec<_> = r.hits.iter().filter(|h| h.rerank_score.is_none()).collect();
@@ -38,9 +60,11 @@ fn check_results(r: &RerankResults, window: usize, top_n: usize) {
         .all(|h| h.rerank_score.is_none()));
     for h in &reranked {
         let s = h.score.expect("final score");
-        assert!(s.is_finite() && h.rerank_score.unwrap().is_finite() && h.bm25_score.is_finite());
-        assert!(h.bm25_rank >= 1 && h.bm25_rank <= window);
-        assert!(!h.id.is_empty() && !h.body.is_empty());
+        assert!(
+            s.is_finite() && h.rerank_score.unwrap().is_finite() && h.first_stage_score.is_finite()
+        );
+        assert!(h.first_stage_rank >= 1 && h.first_stage_rank <= window);
+        assert!(!h.doc.id.is_empty() && !h.doc.body.is_empty());
     }
     assert!(
         reranked.windows(2).all(|w| w[0].score >= w[1].score),
@@ -48,9 +72,10 @@ fn check_results(r: &RerankResults, window: usize, top_n: usize) {
     );
     assert!(tail
         .windows(2)
-        .all(|w| w[0].bm25_rank < w[1].bm25_rank && w[0].bm25_score >= w[1].bm25_score));
-    assert!(tail.iter().all(|h| h.bm25_rank > window));
-    let mut ids: Vec<&str> = r.hits.iter().map(|h| h.id.as_str()).collect();
+        .all(|w| w[0].first_stage_rank < w[1].first_stage_rank
+            && w[0].first_stage_score >= w[1].first_stage_score));
+    assert!(tail.iter().all(|h| h.first_stage_rank > window));
+    let mut ids: Vec<&str> = r.hits.iter().map(|h| h.doc.id.as_str()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), r.hits.len(), "no duplicate hits");
@@ -63,7 +88,7 @@ fn closure_reranker_with_passages_and_fusion() {
     let query = "Which NFL team represented the AFC at Super Bowl 50?";
     // Score passages by how many query words they contain.
     let calls = std::sync::atomic::AtomicUsize::new(0);
-    let overlap = FnReranker::new(|q: &str, texts: &[&str]| {
+    let overlap = |q: &str, texts: &[&str]| {
         calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let words: Vec<String> = q.split_whitespace().map(str::to_lowercase).collect();
         Ok::<_, std::convert::Infallible>(
@@ -75,18 +100,14 @@ fn closure_reranker_with_passages_and_fusion() {
                 })
                 .collect(),
         )
-    });
-    let opts = RerankOptions {
-        window: 5,
-        top_n: 8,
-        passages: Some(PassageOptions {
-            length: 120,
-            stride: 60,
-            max_passages: 10,
-        }),
-        ..Default::default()
     };
-    let r = index.search_reranked(query, &overlap, &opts).unwrap();
+    let popts = Some(PassageOptions {
+        length: 120,
+        stride: 60,
+        max_passages: 10,
+    });
+    let cascade = Cascade::new(stage(overlap, 5, popts));
+    let r = reranked(&index, query, &cascade, 8).unwrap();
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::SeqCst),
         1,
@@ -112,7 +133,7 @@ fn closure_reranker_with_passages_and_fusion() {
         "max aggregation reports the winning passage"
     );
     // The BM25 tail keeps BM25 order and ranks 6..8.
-    let tail: Vec<usize> = r.hits[5..].iter().map(|h| h.bm25_rank).collect();
+    let tail: Vec<usize> = r.hits[5..].iter().map(|h| h.first_stage_rank).collect();
     assert_eq!(tail, [6, 7, 8]);
     // Timings serialise as milliseconds.
     let json = serde_json::to_value(r.timings).unwrap();
@@ -122,94 +143,73 @@ fn closure_reranker_with_passages_and_fusion() {
         (Combination::Linear { alpha: 0.5 }, Aggregation::Mean),
         (Combination::rrf(), Aggregation::First),
     ] {
-        let o = RerankOptions {
-            combination,
-            aggregation,
-            ..opts.clone()
-        };
-        check_results(&index.search_reranked(query, &overlap, &o).unwrap(), 5, 8);
+        let c = Cascade::new(stage(overlap, 5, popts).aggregation(aggregation))
+            .combination(combination);
+        check_results(&reranked(&index, query, &c, 8).unwrap(), 5, 8);
     }
     // Passage splitting off: whole documents, no passage reported.
-    let o = RerankOptions {
-        passages: None,
-        ..opts.clone()
-    };
-    let r = index.search_reranked(query, &overlap, &o).unwrap();
+    let whole = Cascade::new(stage(overlap, 5, None));
+    let r = reranked(&index, query, &whole, 8).unwrap();
     assert_eq!(r.passages_scored, 5);
     assert!(r.hits.iter().all(|h| h.passage.is_none()));
     // Empty query: no hits, no reranker call.
-    assert!(index
-        .search_reranked("  ", &overlap, &opts)
-        .unwrap()
-        .hits
-        .is_empty());
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reranked(&index, "  ", &cascade, 8).unwrap().hits.is_empty());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before);
     // Invalid options are errors naming the option.
-    for (o, name) in [
-        (
-            RerankOptions {
-                combination: Combination::Linear { alpha: 2.0 },
-                ..opts.clone()
-            },
-            "combination.alpha",
-        ),
-        (
-            RerankOptions {
-                window: 0,
-                ..opts.clone()
-            },
-            "window",
-        ),
-        (
-            RerankOptions {
-                top_n: 0,
-                ..opts.clone()
-            },
-            "top_n",
-        ),
+    let bad_alpha =
+        Cascade::new(stage(overlap, 5, popts)).combination(Combination::Linear { alpha: 2.0 });
+    let zero_window = Cascade::new(stage(overlap, 0, popts));
+    for (result, name) in [
+        (reranked(&index, query, &bad_alpha, 8), "combination.alpha"),
+        (reranked(&index, query, &zero_window, 8), "window"),
+        (reranked(&index, query, &cascade, 0), "top_n"),
     ] {
-        match index.search_reranked(query, &overlap, &o) {
+        match result {
             Err(SearchError::InvalidOption { option, .. }) => assert_eq!(option, name),
             other => panic!("{name}: expected InvalidOption, got {other:?}"),
         }
     }
-    // Retrieving 0 candidates gives none.
-    let searcher = index.searcher();
-    let q = index.parse_query(query).expect("query");
-    assert!(index.retrieve(&searcher, q.as_ref(), 0).unwrap().is_empty());
+    // BM25 only: the first-stage order, no stage scores.
+    let bm25 = index
+        .search(query, &SearchOptions::default().top_n(3))
+        .unwrap();
+    assert_eq!(bm25.hits.len(), 3);
+    assert!(bm25
+        .hits
+        .iter()
+        .zip(1..)
+        .all(|(h, rank)| h.first_stage_rank == rank
+            && h.score.is_none()
+            && h.stage_scores.is_empty()));
 }
 
 #[test]
 fn bad_reranker_output_fails_the_query() {
     let tmp = tempfile::tempdir().unwrap();
     let index = squad_index(tmp.path());
-    let opts = RerankOptions {
-        window: 3,
-        passages: None,
-        ..Default::default()
+    let run = |r: &dyn Reranker| {
+        reranked(
+            &index,
+            "Super Bowl",
+            &Cascade::new(Stage::borrowed(r).window(3).passages(None)),
+            10,
+        )
     };
-    let nan = FnReranker::new(|_q: &str, t: &[&str]| {
+    let nan = |_q: &str, t: &[&str]| {
         Ok::<_, std::convert::Infallible>(
             (0..t.len())
                 .map(|i| if i == 1 { f32::NAN } else { 1.0 })
                 .collect(),
         )
-    });
-    let err = index
-        .search_reranked("Super Bowl", &nan, &opts)
-        .unwrap_err();
+    };
+    let err = run(&nan).unwrap_err();
     assert!(matches!(err, SearchError::NonFiniteScore { .. }), "{err}");
-    let inf = FnReranker::new(|_q: &str, t: &[&str]| {
-        Ok::<_, std::convert::Infallible>(vec![f32::INFINITY; t.len()])
-    });
-    assert!(matches!(
-        index.search_reranked("Super Bowl", &inf, &opts),
-        Err(SearchError::NonFiniteScore { .. })
-    ));
-    let short =
-        FnReranker::new(|_q: &str, _t: &[&str]| Ok::<_, std::convert::Infallible>(vec![0.5]));
-    let err = index
-        .search_reranked("Super Bowl", &short, &opts)
-        .unwrap_err();
+    let inf =
+        |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(vec![f32::INFINITY; t.len()]);
+    assert!(matches!(run(&inf), Err(SearchError::NonFiniteScore { .. })));
+    let short = |_q: &str, _t: &[&str]| Ok::<_, std::convert::Infallible>(vec![0.5]);
+    let err = run(&short).unwrap_err();
     assert!(
         matches!(
             err,
@@ -221,10 +221,8 @@ fn bad_reranker_output_fails_the_query() {
         ),
         "{err}"
     );
-    let failing = FnReranker::new(|_q: &str, _t: &[&str]| Err::<Vec<f32>, _>("model exploded"));
-    let err = index
-        .search_reranked("Super Bowl", &failing, &opts)
-        .unwrap_err();
+    let failing = |_q: &str, _t: &[&str]| Err::<Vec<f32>, _>("model exploded");
+    let err = run(&failing).unwrap_err();
     assert!(matches!(err, SearchError::Rerank { .. }));
     assert!(format!("{err}").contains("model exploded"), "{err}");
 }
@@ -237,7 +235,7 @@ fn concurrent_searches_equal_serial() {
     let mut queries: Vec<String> = common::queries(&data).into_values().collect();
     queries.sort();
     queries.truncate(64);
-    let reranker = FnReranker::new(|q: &str, texts: &[&str]| {
+    let reranker = |q: &str, texts: &[&str]| {
         Ok::<_, std::convert::Infallible>(
             texts
                 .iter()
@@ -247,28 +245,27 @@ fn concurrent_searches_equal_serial() {
                 })
                 .collect(),
         )
-    });
-    let opts = RerankOptions {
-        window: 10,
-        top_n: 15,
-        ..Default::default()
     };
+    let cascade = Cascade::new(Stage::new(reranker).window(10));
     let run = |q: &str| {
-        let r = index.search_reranked(q, &reranker, &opts).unwrap();
-        let bm25 = index.search_bm25(q, 20).unwrap();
+        let r = reranked(&index, q, &cascade, 15).unwrap();
+        let bm25 = index
+            .search(q, &SearchOptions::default().top_n(20))
+            .unwrap();
         (
             r.hits
                 .iter()
                 .map(|h| {
                     (
-                        h.id.clone(),
+                        h.doc.id.clone(),
                         h.score.map(f32::to_bits),
-                        h.bm25_score.to_bits(),
+                        h.first_stage_score.to_bits(),
                     )
                 })
                 .collect::<Vec<_>>(),
-            bm25.iter()
-                .map(|c| (c.id.clone(), c.score.to_bits()))
+            bm25.hits
+                .iter()
+                .map(|c| (c.doc.id.clone(), c.first_stage_score.to_bits()))
                 .collect::<Vec<_>>(),
         )
     };
@@ -307,10 +304,12 @@ fn concurrent_searches_equal_serial() {
 #[cfg(feature = "encoders")]
 mod encoders {
     use super::*;
-    use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, CrossEncoderOptions, DeviceSpec};
-    use tantivy_rerank_search::Reranker;
+    use tantivy_rerank_encoders::{
+        BiEncoder, BiEncoderOptions, CrossEncoder, CrossEncoderOptions, DeviceSpec,
+    };
+    use tantivy_rerank_search::{BoxError, ModelTokenizer, PassageTokenizer, RerankError};
 
-    /// Records what it is asked to score; `whole` hides the model's `token_spans_head`, so
+    /// Records what it is asked to score; `whole` makes its tokenizer ignore `need`, so
     /// every document is tokenised in full before it is cut into passages.
     struct Recording<'a> {
         model: &'a CrossEncoder,
@@ -318,100 +317,106 @@ mod encoders {
         seen: std::sync::Mutex<Vec<String>>,
     }
 
+    impl PassageTokenizer for Recording<'_> {
+        fn token_spans(&self, text: &str, need: usize) -> Result<Vec<(usize, usize)>, BoxError> {
+            let tokenizer = self.model.tokenizer();
+            Ok(match self.whole {
+                true => tokenizer.token_spans(text)?,
+                false => tokenizer.token_spans_head(text, need)?,
+            })
+        }
+        fn count_tokens(&self, text: &str) -> Result<usize, BoxError> {
+            PassageTokenizer::count_tokens(self.model.tokenizer(), text)
+        }
+        fn special_tokens(&self, pair: bool) -> usize {
+            self.model.tokenizer().special_tokens(pair)
+        }
+        fn max_tokens(&self) -> usize {
+            PassageTokenizer::max_tokens(self.model.tokenizer())
+        }
+    }
+
     impl Reranker for Recording<'_> {
-        fn rerank(
-            &self,
-            query: &str,
-            texts: &[&str],
-        ) -> Result<Vec<f32>, tantivy_rerank_search::RerankError> {
+        fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
             self.seen
                 .lock()
                 .unwrap()
                 .extend(texts.iter().map(|t| t.to_string()));
             self.model.rerank(query, texts)
         }
-        fn max_tokens(&self) -> Option<usize> {
-            self.model.max_tokens()
+        fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+            let input = self.model.tokenizer_input();
+            Some(ModelTokenizer {
+                tokenizer: self,
+                input,
+            })
         }
-        fn count_tokens(&self, text: &str) -> Option<usize> {
-            self.model.count_tokens(text)
+    }
+
+    trait Input {
+        fn tokenizer_input(&self) -> tantivy_rerank_search::ModelInput;
+    }
+
+    impl Input for CrossEncoder {
+        fn tokenizer_input(&self) -> tantivy_rerank_search::ModelInput {
+            Reranker::tokenizer(self).expect("a tokenizer").input
         }
-        fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-            self.model.token_spans(text)
-        }
-        fn token_spans_head(&self, text: &str, need: usize) -> Option<Vec<(usize, usize)>> {
-            match self.whole {
-                true => self.model.token_spans(text),
-                false => self.model.token_spans_head(text, need),
-            }
-        }
+    }
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../encoders/tests/fixtures")
+            .join(name)
+    }
+
+    fn cpu() -> CrossEncoderOptions {
+        CrossEncoderOptions::default().device(DeviceSpec::Cpu)
     }
 
     #[test]
     fn long_articles_tokenised_only_as_far_as_their_passages_give_the_same_passages() {
         let tmp = tempfile::tempdir().unwrap();
         let index = squad_index(tmp.path());
-        for fixture in ["modernbert-1label-mean", "bert-2label-vocab"] {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../encoders/tests/fixtures")
-                .join(fixture);
-            let options = CrossEncoderOptions::default().device(DeviceSpec::Cpu);
-            let model = CrossEncoder::from_dir(&dir, options).expect("fixture");
+        for name in ["modernbert-1label-mean", "bert-2label-vocab"] {
+            let model = CrossEncoder::from_dir(fixture(name), cpu()).expect("fixture");
             let run = |whole: bool| {
                 let r = Recording {
                     model: &model,
                     whole,
                     seen: Default::default(),
                 };
-                let opts = RerankOptions {
-                    window: 8,
-                    top_n: 8,
-                    passages: Some(PassageOptions {
-                        length: 40,
-                        stride: 20,
-                        max_passages: 6,
-                    }),
-                    ..Default::default()
-                };
-                let results = index
-                    .search_reranked("super bowl champions", &r, &opts)
-                    .unwrap();
+                let popts = Some(PassageOptions {
+                    length: 40,
+                    stride: 20,
+                    max_passages: 6,
+                });
+                let cascade = Cascade::new(Stage::borrowed(&r).window(8).passages(popts));
+                let results = reranked(&index, "super bowl champions", &cascade, 8).unwrap();
+                drop(cascade);
                 (r.seen.into_inner().unwrap(), results.hits)
             };
             let (head, whole) = (run(false), run(true));
-            assert_eq!(
-                head.0.len(),
-                8 * 6,
-                "{fixture}: every article has 6 passages"
-            );
-            assert_eq!(head, whole, "{fixture}");
+            assert_eq!(head.0.len(), 8 * 6, "{name}: every article has 6 passages");
+            assert_eq!(head, whole, "{name}");
         }
     }
 
     #[test]
     fn fixture_cross_encoder_reranks() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../encoders/tests/fixtures/bert-3label");
-        let model =
-            CrossEncoder::from_dir(&dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
-                .expect("fixture");
-        assert!(model.max_tokens().is_some());
-        assert!(model.count_tokens("super bowl").is_some());
+        let model = CrossEncoder::from_dir(fixture("bert-3label"), cpu()).expect("fixture");
+        let tok = Reranker::tokenizer(&model).expect("the model has a tokenizer");
+        assert_eq!(tok.tokenizer.max_tokens(), 64);
+        assert!(tok.tokenizer.count_tokens("super bowl").unwrap() > 0);
         let tmp = tempfile::tempdir().unwrap();
         let index = squad_index(tmp.path());
-        let opts = RerankOptions {
-            window: 6,
-            top_n: 8,
-            passages: Some(PassageOptions {
-                length: 60,
-                stride: 60,
-                max_passages: 6,
-            }),
-            ..Default::default()
-        };
-        let r = index
-            .search_reranked("Which team won Super Bowl 50?", &model, &opts)
-            .unwrap();
+        let popts = Some(PassageOptions {
+            length: 60,
+            stride: 60,
+            max_passages: 6,
+        });
+        let cascade = Cascade::new(Stage::borrowed(&model).window(6).passages(popts));
+        let query = "Which team won Super Bowl 50?";
+        let r = reranked(&index, query, &cascade, 8).unwrap();
         check_results(&r, 6, 8);
         assert_eq!(r.hits.len(), 8);
         assert!(r.hits[0].passage.is_some());
@@ -424,9 +429,9 @@ mod encoders {
         // Passages are cut by the model's tokens and fit next to the query: the winning
         // passage plus the query and 3 special tokens is within the 64-token limit, so the
         // model never truncated it.
-        let query_tokens = model.count_tokens("Which team won Super Bowl 50?").unwrap();
+        let query_tokens = model.tokenizer().count_tokens(query).unwrap();
         for h in r.hits.iter().filter_map(|h| h.passage.as_ref()) {
-            let n = model.count_tokens(&h.text).unwrap();
+            let n = model.tokenizer().count_tokens(&h.text).unwrap();
             assert!(
                 n + query_tokens + 3 <= 64,
                 "{n} + {query_tokens} tokens: {:?}",
@@ -434,27 +439,80 @@ mod encoders {
             );
         }
         // Same input, same scores (deterministic CPU forward).
-        let again = index
-            .search_reranked("Which team won Super Bowl 50?", &model, &opts)
-            .unwrap();
+        let again = reranked(&index, query, &cascade, 8).unwrap();
         assert_eq!(r.hits, again.hits);
     }
 
     #[test]
     fn passage_budget_leaves_room_for_the_query_only_when_the_model_reads_it() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../encoders/tests/fixtures/bert-3label");
-        let options = || CrossEncoderOptions::default().device(DeviceSpec::Cpu);
-        let cross = CrossEncoder::from_dir(&dir, options()).expect("fixture");
-        let bi = BiEncoder::from_dir(&dir, options()).expect("fixture");
+        let dir = fixture("bert-3label");
+        let cross = CrossEncoder::from_dir(&dir, cpu()).expect("fixture");
+        let bi = BiEncoder::from_dir(&dir, BiEncoderOptions::default().device(DeviceSpec::Cpu))
+            .expect("fixture");
         let query = "which team won super bowl 50";
-        let q = cross.count_tokens(query).unwrap();
+        let q = cross.tokenizer().count_tokens(query).unwrap();
         assert!(q > 3, "{q}");
+        // The special tokens come from the tokenizer: 3 for a pair, 2 for a text alone.
+        assert_eq!(cross.tokenizer().special_tokens(true), 3);
+        assert_eq!(cross.tokenizer().special_tokens(false), 2);
+        let budget = |r: &dyn Reranker, query: &str| {
+            r.tokenizer()
+                .expect("tokenizer")
+                .passage_budget(query)
+                .unwrap()
+        };
         // [CLS] query [SEP] passage [SEP] within 64 tokens.
-        assert_eq!(cross.passage_budget(query), Some(64 - q - 3));
+        assert_eq!(budget(&cross, query), 64 - q - 3);
         // The bi-encoder embeds [CLS] passage [SEP] alone, whatever the query.
-        assert_eq!(bi.passage_budget(query), Some(64 - 2));
-        assert_eq!(bi.passage_budget(&query.repeat(20)), Some(64 - 2));
+        assert_eq!(budget(&bi, query), 64 - 2);
+        assert_eq!(budget(&bi, &query.repeat(20)), 64 - 2);
+    }
+
+    #[test]
+    fn a_cascade_of_two_models_and_a_budget_run_on_the_article_index() {
+        let small = CrossEncoder::from_dir(fixture("bert-2label-vocab"), cpu()).expect("fixture");
+        let large = CrossEncoder::from_dir(fixture("bert-3label"), cpu()).expect("fixture");
+        let tmp = tempfile::tempdir().unwrap();
+        let index = squad_index(tmp.path());
+        let query = "Which team won Super Bowl 50?";
+        let cascade = Cascade::new(Stage::borrowed(&small).window(10).name("small"))
+            .then(Stage::borrowed(&large).window(3).name("large"));
+        let r = reranked(&index, query, &cascade, 12).unwrap();
+        assert_eq!(r.hits.len(), 12);
+        assert_eq!(r.stages.len(), 2);
+        assert_eq!((r.stages[0].docs, r.stages[0].docs_scored), (10, 10));
+        assert_eq!((r.stages[1].docs, r.stages[1].docs_scored), (3, 3));
+        // The large model's three, then the small model's other seven, then BM25's tail.
+        assert!(r.hits[..3]
+            .iter()
+            .all(|h| h.stage_scores.iter().all(Option::is_some)));
+        assert!(r.hits[3..10]
+            .iter()
+            .all(|h| h.stage_scores[0].is_some() && h.stage_scores[1].is_none()));
+        assert!(r.hits[10..].iter().all(|h| h.score.is_none()));
+        // The large model saw the small model's best three: they are the top three of a
+        // single-stage search with the small model alone.
+        let alone = reranked(
+            &index,
+            query,
+            &Cascade::new(Stage::borrowed(&small).window(10)),
+            10,
+        )
+        .unwrap();
+        let mut top3: Vec<&str> = r.hits[..3].iter().map(|h| h.doc.id.as_str()).collect();
+        let mut small3: Vec<&str> = alone.hits[..3].iter().map(|h| h.doc.id.as_str()).collect();
+        top3.sort();
+        small3.sort();
+        assert_eq!(top3, small3);
+        // With a budget already spent by the first stage's cost estimate, the second model is
+        // cut short but every candidate still comes back.
+        let budgeted = Cascade::new(Stage::borrowed(&small).window(10))
+            .then(Stage::borrowed(&large).window(10))
+            .budget(std::time::Duration::from_nanos(1));
+        let r = reranked(&index, query, &budgeted, 12).unwrap();
+        assert!(r.budget_exhausted);
+        assert_eq!(r.hits.len(), 12);
+        assert_eq!(r.stages[0].docs_scored, 0);
     }
 
     #[test]
@@ -465,33 +523,28 @@ mod encoders {
             "{} is missing",
             dir.display()
         );
-        let model =
-            BiEncoder::from_dir(&dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
-                .expect("MiniLM");
+        let model = BiEncoder::from_dir(&dir, BiEncoderOptions::default().device(DeviceSpec::Cpu))
+            .expect("MiniLM");
         let tmp = tempfile::tempdir().unwrap();
         let index = squad_index(tmp.path());
-        let opts = RerankOptions {
-            window: 4,
-            top_n: 6,
-            passages: Some(PassageOptions {
-                length: 150,
-                stride: 150,
-                max_passages: 4,
-            }),
-            ..Default::default()
-        };
-        let r = index
-            .search_reranked(
-                "Which NFL team represented the AFC at Super Bowl 50?",
-                &model,
-                &opts,
-            )
-            .unwrap();
+        let popts = Some(PassageOptions {
+            length: 150,
+            stride: 150,
+            max_passages: 4,
+        });
+        let cascade = Cascade::new(Stage::new(model).window(4).passages(popts));
+        let r = reranked(
+            &index,
+            "Which NFL team represented the AFC at Super Bowl 50?",
+            &cascade,
+            6,
+        )
+        .unwrap();
         check_results(&r, 4, 6);
         assert_eq!(
-            r.hits[0].id, "squad-a00",
+            r.hits[0].doc.id, "squad-a00",
             "the Super Bowl 50 article wins: {:?}",
-            r.hits[0].title
+            r.hits[0].doc.title
         );
         for h in r.hits.iter().take(4) {
             let s = h.rerank_score.unwrap();

@@ -31,18 +31,22 @@ fn scifact_default_bm25_ndcg10() {
     let index = build(tmp.path(), &SchemaOptions::default());
     let data = common::dataset("scifact");
 
-    let hits = index
-        .search_bm25(
-            "microstructural development of human newborn cerebral white matter",
-            5,
-        )
-        .unwrap();
-    assert_eq!(hits[0].id, "4983");
-    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-    assert!(index.search_bm25("   ", 5).unwrap().is_empty());
+    let hits = common::bm25(
+        &index,
+        "microstructural development of human newborn cerebral white matter",
+        5,
+    );
+    assert_eq!(hits[0].doc.id, "4983");
+    assert!(hits
+        .windows(2)
+        .all(|w| w[0].first_stage_score >= w[1].first_stage_score));
+    assert!(common::bm25(&index, "   ", 5).is_empty());
     // Syntax errors never fail.
     assert!(index
-        .search_bm25("title:(( \"unbalanced AND OR -", 5)
+        .search(
+            "title:(( \"unbalanced AND OR -",
+            &tantivy_rerank_search::SearchOptions::default().top_n(5)
+        )
         .is_ok());
 
     // Reopen from disk: same results.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use tantivy_rerank_search::ArticleIndex;
+use tantivy_rerank_search::{ArticleIndex, Hit, SearchOptions};
 pub use tantivy_rerank_testdata::shared_dir as shared;
 
 pub fn dataset(name: &str) -> PathBuf {
@@ -15,6 +15,18 @@ pub fn dataset(name: &str) -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// BM25 top `k` hits of `query` (`ArticleIndex::search` without a second stage).
+pub fn bm25(
+    index: &ArticleIndex,
+    query: &str,
+    k: usize,
+) -> Vec<Hit<tantivy_rerank_search::Article>> {
+    index
+        .search(query, &SearchOptions::default().top_n(k))
+        .expect("BM25 search")
+        .hits
 }
 
 /// `_id -> text` of a BEIR `queries.jsonl`.
@@ -80,8 +92,10 @@ pub fn bm25_ndcg10(index: &ArticleIndex, dir: &std::path::Path, split: &str) -> 
         let text = queries
             .get(*qid)
             .unwrap_or_else(|| panic!("query {qid} of the qrels is not in queries.jsonl"));
-        let hits = index.search_bm25_ids(text, 100).expect("BM25 search");
-        let ranked: Vec<String> = hits.into_iter().map(|(id, _)| id).collect();
+        let ranked: Vec<String> = bm25(index, text, 100)
+            .into_iter()
+            .map(|h| h.doc.id)
+            .collect();
         total += ndcg_at(&ranked, &qrels[*qid], 10);
     }
     total / ids.len() as f64
