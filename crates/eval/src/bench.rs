@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tantivy_rerank_encoders::CrossEncoder;
+use tantivy_rerank_search::{DocLoader, SearchOptions};
 
 use crate::dataset::Dataset;
 use crate::error::{EvalError, Result};
@@ -148,21 +149,26 @@ impl Workload {
                 reason: "no query has both text and judgements".into(),
             });
         }
-        let (index, _guard) = crate::pipeline::build_index(ds, index_dir, false)?;
+        let (index, _guard) = crate::common::build_index(ds, index_dir, false)?;
         let n = queries.min(judged.len());
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let q = judged[i * judged.len() / n];
-            let hits =
-                index
-                    .search_bm25(&q.text, candidates)
-                    .map_err(|source| EvalError::Search {
-                        context: format!("query `{}`", q.id),
-                        source: Box::new(source),
-                    })?;
+            let options = SearchOptions::default().top_n(candidates);
+            let hits = index
+                .search(&q.text, &options)
+                .map_err(|source| EvalError::Search {
+                    context: format!("query `{}`", q.id),
+                    source: Box::new(source),
+                })?
+                .hits;
+            let loader = index.loader();
             out.push(WorkloadQuery {
                 query: q.text.clone(),
-                passages: hits.into_iter().map(|h| h.text()).collect(),
+                passages: hits
+                    .iter()
+                    .map(|h| loader.text(&h.doc).into_owned())
+                    .collect(),
             });
         }
         if out.iter().all(|q| q.passages.is_empty()) {

@@ -241,13 +241,7 @@ pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
         }
     }
     let mut issues = DataIssues::default();
-    let corpus = read_jsonl(&corpus_path, "document", |id, v| {
-        Ok(Document {
-            id,
-            title: text_field(v, "title")?,
-            text: text_field(v, "text")?,
-        })
-    })?;
+    let corpus = read_corpus(&corpus_path)?;
     let queries = read_jsonl(&queries_path, "query", |id, v| {
         Ok(Query {
             id,
@@ -270,6 +264,87 @@ pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
     };
     ds.check();
     Ok(ds)
+}
+
+/// The documents of a BEIR `corpus.jsonl`, read by the search crate's reader
+/// ([`tantivy_rerank_search::read_corpus`]: the rules `tantivy-rerank index` imports with), and
+/// refused when an id repeats (a corpus of duplicate ids would count one document twice).
+fn read_corpus(path: &Path) -> Result<Vec<Document>> {
+    use tantivy_rerank_search::{FieldMapping, SearchError};
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut duplicate = None;
+    let read = tantivy_rerank_search::read_corpus(path, &FieldMapping::beir(), &mut |line, a| {
+        if let Some(&first_line) = seen.get(&a.id) {
+            duplicate = Some(EvalError::DuplicateId {
+                path: path.to_path_buf(),
+                line,
+                first_path: path.to_path_buf(),
+                first_line,
+                kind: "document",
+                id: a.id,
+            });
+            // Stop reading: the error above is the one to report.
+            return Err(SearchError::InvalidOption {
+                option: "corpus",
+                value: String::new(),
+                reason: "duplicate id",
+            });
+        }
+        seen.insert(a.id.clone(), line);
+        out.push(Document {
+            id: a.id,
+            title: a.title,
+            text: a.body,
+        });
+        Ok(())
+    });
+    if let Some(e) = duplicate {
+        return Err(e);
+    }
+    read.map_err(|e| corpus_error(path, e))?;
+    Ok(out)
+}
+
+/// A corpus reader's error as this crate's, keeping file, line and column.
+fn corpus_error(path: &Path, e: tantivy_rerank_search::SearchError) -> EvalError {
+    use tantivy_rerank_search::SearchError;
+    let malformed = |line, column, message| EvalError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    };
+    match e {
+        SearchError::MalformedLine {
+            line,
+            column,
+            message,
+            ..
+        } => malformed(line, column, message),
+        SearchError::InvalidField {
+            line,
+            ref field,
+            expected,
+            got,
+            ref value,
+            ..
+        } => malformed(
+            line,
+            1,
+            format!("field `{field}` must be {expected}, got {got} ({value})"),
+        ),
+        SearchError::MissingField { line, field, .. } => EvalError::MissingField {
+            path: path.to_path_buf(),
+            line,
+            field,
+        },
+        SearchError::Io { path, source } => EvalError::io(path)(source),
+        other => EvalError::Search {
+            context: format!("reading {}", path.display()),
+            source: Box::new(other),
+        },
+    }
 }
 
 /// A text field: a string, or empty when absent or null. Anything else is an error message

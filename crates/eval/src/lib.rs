@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use tantivy_rerank_eval::{evaluate_pipeline, Dataset, Document, PipelineOptions, Query};
-//! use tantivy_rerank_search::FnReranker;
+//! use tantivy_rerank_eval::{RerankOptions, StageOptions};
 //! # fn main() -> Result<(), tantivy_rerank_eval::EvalError> {
 //! let doc = |id: &str, text: &str| Document { id: id.into(), title: String::new(), text: text.into() };
 //! let ds = Dataset {
@@ -28,11 +28,13 @@
 //!     ..Default::default()
 //! };
 //! // Any `Reranker` works; this one prefers texts that mention dogs.
-//! let dogs = FnReranker::new(|_q: &str, texts: &[&str]| {
+//! let dogs = |_q: &str, texts: &[&str]| {
 //!     Ok::<_, std::convert::Infallible>(texts.iter().map(|t| t.matches("dogs").count() as f32).collect())
-//! });
-//! let options = PipelineOptions { progress: false, passages: None, ..Default::default() };
-//! let report = evaluate_pipeline(&ds, Some(&dogs), &options)?;
+//! };
+//! let whole_docs = StageOptions { passages: None, ..Default::default() };
+//! let rerank = RerankOptions { stages: vec![whole_docs], ..Default::default() };
+//! let options = PipelineOptions { progress: false, rerank, ..Default::default() };
+//! let report = evaluate_pipeline(&ds, &[&dogs], &options)?;
 //! let (bm25, rerank) = (&report.systems[0], &report.systems[1]);
 //! assert_eq!(rerank.mean.mrr_10, 1.0);
 //! assert!(rerank.mean.ndcg_10 >= bm25.mean.ndcg_10);
@@ -40,6 +42,7 @@
 //! ```
 
 pub mod bench;
+mod common;
 mod dataset;
 mod error;
 pub mod metrics;
@@ -62,7 +65,8 @@ pub use nanobeir::{
     NANOBEIR_DATASETS,
 };
 pub use pipeline::{
-    evaluate_pipeline, score_run, PipelineOptions, PipelineReport, PipelineTimings, SystemReport,
+    evaluate_pipeline, score_run, Latency, PipelineOptions, PipelineReport, StepTimings,
+    SystemReport,
 };
 pub use report::EvalReport;
 pub use reranking::{
@@ -70,7 +74,9 @@ pub use reranking::{
     RerankTimings, StMetrics,
 };
 pub use run::Run;
-pub use tantivy_rerank_search::{Aggregation, PassageOptions};
+pub use tantivy_rerank_search::{
+    Aggregation, Combination, PassageOptions, RerankOptions, StageOptions,
+};
 
 /// What `--dataset` names.
 ///

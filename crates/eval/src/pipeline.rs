@@ -1,8 +1,16 @@
 //! Mode `pipeline`: full retrieval. The corpus is indexed with the tantivy first stage
-//! ([`ArticleIndex`]), every judged query retrieves its top `top_k`, optionally the top
-//! `window` are reranked by the search crate's own pipeline
-//! ([`ArticleIndex::search_reranked`]: passages, aggregation), and both systems (`bm25` and
-//! `rerank`) are scored with trec_eval's measures ([`crate::metrics::trec`]).
+//! ([`ArticleIndex`]), every judged query retrieves its top `top_k`, and each configuration of
+//! the second stage reranks them through the search crate's own pipeline
+//! ([`ArticleIndex::search`] with a [`Cascade`]: passages, aggregation, fusion, cascades and
+//! the latency budget). Every configuration is scored with trec_eval's measures
+//! ([`crate::metrics::trec`]) and timed per query, so quality and latency can be compared.
+//!
+//! Configurations ("systems"), each run over every query:
+//! - `bm25`: the first stage alone;
+//! - with a cascade of several stages, each shorter prefix of it: `rerank[a]`, `rerank[a > b]`…
+//!   (stage names);
+//! - `rerank`: every stage, no budget;
+//! - with a latency budget, `rerank+budget`: every stage within the budget.
 //!
 //! - Queries evaluated: those with judgements (as pytrec_eval, which skips the rest); a judged
 //!   query that retrieves nothing (e.g. empty text) scores 0 on every measure (pytrec_eval
@@ -11,23 +19,23 @@
 //!   it is cut to `top_k` and scored, and written so, so external re-scoring agrees exactly
 //!   (`scripts/trec_rescore.py QRELS RUN --queries N`, with N the report's `queries`: a query
 //!   without hits has no line in the run file and counts 0 on both sides).
-//! - Reranked run: documents inside the window carry the reranker's score; those past it
-//!   (when `window < top_k`) follow in BM25 order with synthetic scores below the window's
-//!   minimum (`min - 1`, `min - 2`, ...).
+//! - Reranked runs: the documents the deepest stage scored carry its final scores; every
+//!   document after them (scored only by earlier stages, or by none) follows in the search's
+//!   order with synthetic scores below (`min - 1`, `min - 2`, ...), since scores of different
+//!   stages do not compare.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tantivy_rerank_search::{
-    Aggregation, Article, ArticleIndex, ImportOptions, PassageOptions, RerankOptions, Reranker,
+    Article, Cascade, Hit, RerankOptions, Reranker, SearchError, SearchOptions, Stage, StageOptions,
 };
 
+use crate::common::{build_index, ms, per_second, progress_bar};
 use crate::dataset::Dataset;
 use crate::error::{EvalError, Result};
 use crate::metrics::trec::{self, trec_order, TrecMetrics};
-use crate::reranking::{ms, per_second};
 use crate::run::Run;
 
 /// Options of the `pipeline` mode.
@@ -36,18 +44,14 @@ use crate::run::Run;
 pub struct PipelineOptions {
     /// Documents retrieved (and scored) per query (default 100).
     pub top_k: usize,
-    /// Candidates reranked (default 100).
-    pub window: usize,
-    /// Passage splitting of long documents (default: the search crate's, 200 model tokens,
-    /// stride 100, at most 20); `None` scores title + text whole (the model truncates).
-    pub passages: Option<PassageOptions>,
-    /// Passage score aggregation (default max).
-    pub aggregation: Aggregation,
+    /// The second stage: its stages (one per reranker), fusion and latency budget (default:
+    /// one stage of the search crate's defaults, window 100, passages of 200 model tokens).
+    pub rerank: RerankOptions,
     /// Evaluate only the first N judged queries (file order).
     pub max_queries: Option<usize>,
     /// Keep the index here (reused when it already holds an index) instead of a temporary
     /// directory.
-    pub index_dir: Option<std::path::PathBuf>,
+    pub index_dir: Option<PathBuf>,
     /// Progress bars on stderr.
     pub progress: bool,
 }
@@ -56,9 +60,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         PipelineOptions {
             top_k: 100,
-            window: 100,
-            passages: Some(PassageOptions::default()),
-            aggregation: Aggregation::Max,
+            rerank: RerankOptions::default(),
             max_queries: None,
             index_dir: None,
             progress: true,
@@ -66,36 +68,73 @@ impl Default for PipelineOptions {
     }
 }
 
-/// One system (`bm25` or `rerank`) on one dataset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SystemReport {
-    /// `bm25` or `rerank`.
-    pub system: String,
-    /// Mean over the evaluated queries.
-    pub mean: TrecMetrics,
-    /// Per query: `(query id, metrics)`.
-    pub per_query: Vec<(String, TrecMetrics)>,
-    /// The run that was scored.
-    #[serde(skip)]
-    pub run: Run,
+/// Per-query latency of one system, in milliseconds: the whole search call (parsing,
+/// retrieval, loading, every stage, merging).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Mean over the queries.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile (nearest rank).
+    pub p95_ms: f64,
+    /// Slowest query.
+    pub max_ms: f64,
 }
 
-/// Per-stage wall-clock times of one dataset, in milliseconds (search stages summed over
-/// queries).
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Self {
+        if ms.is_empty() {
+            return Latency::default();
+        }
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+        Latency {
+            mean_ms: ms.iter().sum::<f64>() / ms.len() as f64,
+            p50_ms: at(0.5),
+            p95_ms: at(0.95),
+            max_ms: ms[ms.len() - 1],
+        }
+    }
+}
+
+/// Search steps of one system summed over its queries, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct PipelineTimings {
-    /// Indexing the corpus (0 when an existing index was reused).
-    pub index_ms: f64,
+pub struct StepTimings {
     /// Query parsing and first-stage collection.
     pub retrieve_ms: f64,
     /// Reading stored text of the candidates.
     pub fetch_ms: f64,
-    /// Passage splitting and reranker calls.
+    /// Passage splitting and reranker calls, every stage.
     pub score_ms: f64,
-    /// Aggregation and sorting.
+    /// Aggregation, fusion and sorting.
     pub merge_ms: f64,
-    /// Everything.
-    pub total_ms: f64,
+}
+
+/// One system (configuration) on one dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemReport {
+    /// `bm25`, `rerank[...]` (a prefix of the cascade), `rerank` or `rerank+budget`.
+    pub system: String,
+    /// The second stage it ran (`None` for `bm25`).
+    pub rerank: Option<RerankOptions>,
+    /// Mean over the evaluated queries.
+    pub mean: TrecMetrics,
+    /// Per query: `(query id, metrics)`.
+    pub per_query: Vec<(String, TrecMetrics)>,
+    /// Time per query.
+    pub latency: Latency,
+    /// Search steps, summed over the queries.
+    pub timings: StepTimings,
+    /// Texts (passages or documents) sent to rerankers.
+    pub pairs_scored: usize,
+    /// Texts per second of reranker time.
+    pub pairs_per_second: f64,
+    /// Queries in which the latency budget left candidates unscored.
+    pub queries_budget_cut: usize,
+    /// The run that was scored.
+    #[serde(skip)]
+    pub run: Run,
 }
 
 /// Results of the `pipeline` mode on one dataset.
@@ -109,121 +148,73 @@ pub struct PipelineReport {
     pub queries: usize,
     /// Judged queries that retrieved nothing (scored 0).
     pub queries_without_hits: usize,
-    /// `bm25`, then `rerank` when a reranker was given.
+    /// `bm25`, then each configuration of the second stage when rerankers were given.
     pub systems: Vec<SystemReport>,
-    /// Texts (passages or documents) sent to the reranker.
-    pub pairs_scored: usize,
-    /// Texts per second of reranker time.
-    pub pairs_per_second: f64,
-    /// Stage timings.
-    pub timings: PipelineTimings,
+    /// Indexing the corpus, in milliseconds (0 when an existing index was reused).
+    pub index_ms: f64,
+    /// Everything, in milliseconds.
+    pub total_ms: f64,
     /// Data problems found while loading.
     pub issues: crate::dataset::DataIssues,
 }
 
-/// Index `ds.corpus` into `dir` (a temporary directory when `None`; an existing index there is
-/// reused as is). Returns the index and the temporary directory guard.
-pub(crate) fn build_index(
-    ds: &Dataset,
-    dir: Option<&Path>,
-    progress: bool,
-) -> Result<(ArticleIndex, Option<tempfile::TempDir>)> {
-    let search = |context: String| {
-        move |source| EvalError::Search {
-            context,
-            source: Box::new(source),
-        }
-    };
-    let (path, guard) = match dir {
-        Some(d) => (d.to_path_buf(), None),
-        None => {
-            let tmp = tempfile::tempdir().map_err(EvalError::io(std::env::temp_dir()))?;
-            (tmp.path().to_path_buf(), Some(tmp))
-        }
-    };
-    if path.join("meta.json").is_file() {
-        let index =
-            ArticleIndex::open(&path).map_err(search(format!("opening {}", path.display())))?;
-        check_reused_index(&index, &path, ds)?;
-        tracing::info!(dir = %path.display(), docs = index.num_docs(), "reusing index");
-        return Ok((index, guard));
+/// The configurations to run for `rerankers` (one per stage of `options`): `(system name,
+/// cascade)`, BM25 first. The stages are shared, so what a stage measures of its reranker's
+/// cost in one configuration, the budgeted one uses.
+fn configurations<'a>(
+    rerankers: &[&'a dyn Reranker],
+    options: &RerankOptions,
+) -> Vec<(String, Option<Cascade<'a>>)> {
+    let mut out = vec![("bm25".to_string(), None)];
+    if rerankers.is_empty() {
+        return out;
     }
-    let index = ArticleIndex::create(&path, &Default::default())
-        .map_err(search(format!("creating an index in {}", path.display())))?;
-    let articles = ds.corpus.iter().map(|d| Article {
-        id: d.id.clone(),
-        title: d.title.clone(),
-        body: d.text.clone(),
-    });
-    index
-        .import_articles(
-            articles,
-            &ImportOptions {
-                progress,
-                ..Default::default()
-            },
-        )
-        .map_err(search(format!("indexing {}", ds.name)))?;
-    Ok((index, guard))
+    let stages: Vec<Stage<'a>> = rerankers
+        .iter()
+        .zip(&options.stages)
+        .enumerate()
+        .map(|(i, (&r, o))| {
+            let name = o.name.clone().unwrap_or_else(|| format!("stage {}", i + 1));
+            Stage::borrowed(r).with_options(StageOptions {
+                name: Some(name),
+                ..o.clone()
+            })
+        })
+        .collect();
+    let cascade = |k: usize| {
+        let mut c = Cascade::new(stages[0].clone()).combination(options.combination);
+        for s in &stages[1..k] {
+            c = c.then(s.clone());
+        }
+        c
+    };
+    for k in 1..stages.len() {
+        let names: Vec<&str> = stages[..k]
+            .iter()
+            .filter_map(|s| s.options().name.as_deref())
+            .collect();
+        out.push((format!("rerank[{}]", names.join(" > ")), Some(cascade(k))));
+    }
+    out.push(("rerank".into(), Some(cascade(stages.len()))));
+    if let Some(budget) = options.budget {
+        out.push((
+            "rerank+budget".into(),
+            Some(cascade(stages.len()).budget(budget)),
+        ));
+    }
+    out
 }
 
-/// A reused index must hold `ds`'s corpus: the same number of documents, and the first, middle
-/// and last corpus ids. (Another corpus would give every query zero relevant hits.)
-fn check_reused_index(index: &ArticleIndex, path: &Path, ds: &Dataset) -> Result<()> {
-    let mismatch = |reason: String| EvalError::IndexMismatch {
-        path: path.to_path_buf(),
-        dataset: ds.name.clone(),
-        reason,
-    };
-    let docs = index.num_docs();
-    if docs != ds.corpus.len() as u64 {
-        return Err(mismatch(format!(
-            "it has {docs} documents, the corpus {}",
-            ds.corpus.len()
-        )));
-    }
-    let n = ds.corpus.len();
-    for i in [0, n / 2, n.saturating_sub(1)]
-        .into_iter()
-        .filter(|&i| i < n)
-    {
-        let id = &ds.corpus[i].id;
-        let found = index.contains_id(id).map_err(|source| EvalError::Search {
-            context: format!("checking {}", path.display()),
-            source: Box::new(source),
-        })?;
-        if !found {
-            return Err(mismatch(format!("it has no document `{id}`")));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn progress_bar(enabled: bool, len: u64, name: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} {bar:30} {pos}/{len} queries [{elapsed_precise} < {eta_precise}] {per_sec}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_message(name.to_string());
-    bar
-}
-
-/// Evaluate BM25 (and `reranker` when given) on `ds` with full retrieval.
+/// Evaluate BM25, and with `rerankers` (one per stage of `options.rerank`) each
+/// configuration of the second stage, on `ds` with full retrieval.
 pub fn evaluate_pipeline(
     ds: &Dataset,
-    reranker: Option<&dyn Reranker>,
+    rerankers: &[&dyn Reranker],
     options: &PipelineOptions,
 ) -> Result<PipelineReport> {
     let zero = [
         ("top_k", options.top_k == 0),
         ("max_queries", options.max_queries == Some(0)),
-        // With a reranker, a window of 0 would report BM25 as the reranked system.
-        ("window", reranker.is_some() && options.window == 0),
     ];
     if let Some((option, _)) = zero.into_iter().find(|(_, bad)| *bad) {
         return Err(EvalError::InvalidOption {
@@ -231,6 +222,34 @@ pub fn evaluate_pipeline(
             value: "0".into(),
             reason: "must be at least 1",
         });
+    }
+    if !rerankers.is_empty() {
+        options.rerank.validate().map_err(|e| match e {
+            SearchError::InvalidOption {
+                option,
+                value,
+                reason,
+            } => EvalError::InvalidOption {
+                option,
+                value,
+                reason,
+            },
+            other => EvalError::Search {
+                context: "checking the rerank options".into(),
+                source: Box::new(other),
+            },
+        })?;
+        if rerankers.len() != options.rerank.stages.len() {
+            return Err(EvalError::InvalidOption {
+                option: "rerank.stages",
+                value: format!(
+                    "{} stages for {} rerankers",
+                    options.rerank.stages.len(),
+                    rerankers.len()
+                ),
+                reason: "give one stage per reranker",
+            });
+        }
     }
     let started = Instant::now();
     let t = Instant::now();
@@ -255,120 +274,113 @@ pub fn evaluate_pipeline(
             reason: "no query has judgements".into(),
         });
     }
-    let rerank_options = RerankOptions {
-        window: options.window,
-        top_n: options.top_k.max(options.window),
-        passages: options.passages,
-        aggregation: options.aggregation,
-        ..Default::default()
-    };
-    let bar = progress_bar(options.progress, judged.len() as u64, &ds.name);
-    let mut bm25_run = Run::new("bm25");
-    let mut rerank_run = Run::new("rerank");
-    let mut timings = PipelineTimings {
-        index_ms: ms(index_time),
-        ..Default::default()
-    };
-    let (mut retrieve, mut fetch, mut score, mut merge) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
-    let mut pairs_scored = 0;
-    let search_err = |qid: &str| {
-        let context = format!("query `{qid}`");
-        move |source| EvalError::Search {
-            context,
-            source: Box::new(source),
-        }
-    };
-    for q in &judged {
-        match reranker {
-            None => {
-                let t = Instant::now();
-                let hits = index
-                    .search_bm25_ids(&q.text, options.top_k)
-                    .map_err(search_err(&q.id))?;
-                retrieve += t.elapsed();
-                bm25_run.queries.push((
-                    q.id.clone(),
-                    hits.into_iter().map(|(d, s)| (d, f64::from(s))).collect(),
-                ));
+    let mut systems = Vec::new();
+    let mut queries_without_hits = 0;
+    for (name, cascade) in configurations(rerankers, &options.rerank) {
+        let bar = progress_bar(
+            options.progress,
+            judged.len() as u64,
+            &format!("{} {name}", ds.name),
+        );
+        let search = SearchOptions {
+            top_n: options.top_k,
+            rerank: cascade.as_ref(),
+        };
+        let mut run = Run::new(&name);
+        let mut latencies = Vec::with_capacity(judged.len());
+        let mut steps = [Duration::ZERO; 4];
+        let (mut pairs_scored, mut budget_cut) = (0, 0);
+        for q in &judged {
+            let t = Instant::now();
+            let results = index
+                .search(&q.text, &search)
+                .map_err(|source| EvalError::Search {
+                    context: format!("query `{}` ({name})", q.id),
+                    source: Box::new(source),
+                })?;
+            latencies.push(ms(t.elapsed()));
+            let tm = results.timings;
+            for (sum, d) in steps
+                .iter_mut()
+                .zip([tm.retrieve, tm.fetch, tm.score, tm.merge])
+            {
+                *sum += d;
             }
-            Some(reranker) => {
-                let results = index
-                    .search_reranked(&q.text, reranker, &rerank_options)
-                    .map_err(search_err(&q.id))?;
-                retrieve += results.timings.retrieve;
-                fetch += results.timings.fetch;
-                score += results.timings.score;
-                merge += results.timings.merge;
-                pairs_scored += results.passages_scored;
-                bm25_run.queries.push((
-                    q.id.clone(),
-                    results
-                        .hits
-                        .iter()
-                        .map(|h| (h.id.clone(), f64::from(h.bm25_score)))
-                        .collect(),
-                ));
-                let floor = results
+            pairs_scored += results.passages_scored;
+            budget_cut += usize::from(results.budget_exhausted);
+            let docs = match cascade {
+                None => results
                     .hits
-                    .iter()
-                    .filter_map(|h| h.score)
-                    .fold(f64::INFINITY, |m, s| m.min(f64::from(s)));
-                // Below the reranked ones, in BM25 order, with steps the 32-bit scores of
-                // trec_eval still tell apart (1, or 16 units in the last place of a large base).
-                let base = if floor.is_finite() { floor } else { 0.0 };
-                let step = (base.abs() * f64::from(f32::EPSILON) * 16.0).max(1.0);
-                let mut tail = 0.0;
-                let docs = results
-                    .hits
-                    .iter()
-                    .map(|h| match h.score {
-                        Some(s) => (h.id.clone(), f64::from(s)),
-                        None => {
-                            tail += step;
-                            (h.id.clone(), base - tail)
-                        }
-                    })
-                    .collect();
-                rerank_run.queries.push((q.id.clone(), docs));
-            }
+                    .into_iter()
+                    .map(|h| (h.doc.id, f64::from(h.first_stage_score)))
+                    .collect(),
+                Some(_) => run_scores(results.hits),
+            };
+            run.queries.push((q.id.clone(), docs));
+            bar.inc(1);
         }
-        bar.inc(1);
+        bar.finish_and_clear();
+        if cascade.is_none() {
+            queries_without_hits = run.queries.iter().filter(|(_, d)| d.is_empty()).count();
+        }
+        let mut report = score_run(ds, run, options.top_k);
+        report.rerank = cascade.as_ref().map(Cascade::options);
+        report.latency = Latency::of(latencies);
+        report.timings = StepTimings {
+            retrieve_ms: ms(steps[0]),
+            fetch_ms: ms(steps[1]),
+            score_ms: ms(steps[2]),
+            merge_ms: ms(steps[3]),
+        };
+        report.pairs_scored = pairs_scored;
+        report.pairs_per_second = per_second(pairs_scored, steps[2]);
+        report.queries_budget_cut = budget_cut;
+        tracing::info!(dataset = %ds.name, system = %report.system, mean = ?report.mean, latency = ?report.latency, "pipeline evaluation");
+        systems.push(report);
     }
-    bar.finish_and_clear();
-    timings.retrieve_ms = ms(retrieve);
-    timings.fetch_ms = ms(fetch);
-    timings.score_ms = ms(score);
-    timings.merge_ms = ms(merge);
-
-    let queries_without_hits = bm25_run
-        .queries
-        .iter()
-        .filter(|(_, d)| d.is_empty())
-        .count();
-    let mut systems = vec![score_run(ds, bm25_run, options.top_k)];
-    if reranker.is_some() {
-        systems.push(score_run(ds, rerank_run, options.top_k));
-    }
-    for s in &systems {
-        tracing::info!(dataset = %ds.name, system = %s.system, mean = ?s.mean, "pipeline evaluation");
-    }
-    timings.total_ms = ms(started.elapsed());
     Ok(PipelineReport {
         dataset: ds.name.clone(),
         options: options.clone(),
         queries: judged.len(),
         queries_without_hits,
         systems,
-        pairs_scored,
-        pairs_per_second: per_second(pairs_scored, score),
-        timings,
+        index_ms: ms(index_time),
+        total_ms: ms(started.elapsed()),
         issues: ds.issues.clone(),
     })
+}
+
+/// Run scores of reranked hits, in the hits' order: the leading hits that the deepest stage
+/// scored keep their final scores; every later one gets a synthetic score below, in order,
+/// with steps the 32-bit scores of trec_eval still tell apart (1, or 16 units in the last
+/// place of a large base).
+fn run_scores(hits: Vec<Hit<Article>>) -> Vec<(String, f64)> {
+    let depth = |h: &Hit<Article>| h.stage_scores.iter().take_while(|s| s.is_some()).count();
+    let top = hits.first().map(depth).unwrap_or(0);
+    let lead = if top == 0 {
+        0
+    } else {
+        hits.iter()
+            .take_while(|h| depth(h) == top && h.score.is_some())
+            .count()
+    };
+    let floor = hits[..lead]
+        .iter()
+        .filter_map(|h| h.score)
+        .fold(f64::INFINITY, |m, s| m.min(f64::from(s)));
+    let base = if floor.is_finite() { floor } else { 0.0 };
+    let step = (base.abs() * f64::from(f32::EPSILON) * 16.0).max(1.0);
+    let mut tail = 0.0;
+    hits.into_iter()
+        .enumerate()
+        .map(|(i, h)| match h.score.filter(|_| i < lead) {
+            Some(s) => (h.doc.id, f64::from(s)),
+            None => {
+                tail += step;
+                (h.doc.id, base - tail)
+            }
+        })
+        .collect()
 }
 
 /// Put every query of `run` in trec order, drop repeated documents (each counts once, at its
@@ -392,8 +404,14 @@ pub fn score_run(ds: &Dataset, mut run: Run, top_k: usize) -> SystemReport {
         .collect();
     SystemReport {
         system: run.system.clone(),
+        rerank: None,
         mean: TrecMetrics::mean(per_query.iter().map(|(_, m)| m)),
         per_query,
+        latency: Latency::default(),
+        timings: StepTimings::default(),
+        pairs_scored: 0,
+        pairs_per_second: 0.0,
+        queries_budget_cut: 0,
         run,
     }
 }

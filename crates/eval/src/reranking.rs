@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tantivy_rerank_search::Reranker;
 
+use crate::common::{bm25_ids, build_index, ms, per_second, progress_bar};
 use crate::dataset::Dataset;
 use crate::error::{EvalError, Result};
 use crate::metrics::{mean, st};
-use crate::pipeline::{build_index, progress_bar};
 use crate::run::Run;
 
 /// Options of the `rerank` mode.
@@ -213,12 +213,7 @@ fn evaluate_dataset(
             let (index, _guard) = build_index(ds, None, options.progress)?;
             let mut lists = Vec::new();
             for q in ds.queries.iter().filter(|q| ds.qrels.contains_key(&q.id)) {
-                let hits = index
-                    .search_bm25_ids(&q.text, options.rerank_k)
-                    .map_err(|source| EvalError::Search {
-                        context: format!("query `{}`", q.id),
-                        source: Box::new(source),
-                    })?;
+                let hits = bm25_ids(&index, &q.id, &q.text, options.rerank_k)?;
                 lists.push((q.id.clone(), hits.into_iter().map(|(id, _)| id).collect()));
             }
             (lists, "tantivy-bm25", t.elapsed())
@@ -389,23 +384,10 @@ pub(crate) fn check_scores(query_id: &str, scores: &[f32], expected: usize) -> R
     Ok(())
 }
 
-pub(crate) fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-pub(crate) fn per_second(n: usize, d: Duration) -> f64 {
-    if d.is_zero() {
-        0.0
-    } else {
-        n as f64 / d.as_secs_f64()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataset::{Document, Query};
-    use tantivy_rerank_search::FnReranker;
 
     #[test]
     fn candidates_missing_from_the_corpus_are_skipped_not_a_panic() {
@@ -429,7 +411,7 @@ mod tests {
             ..Default::default()
         };
         let seen = std::sync::Mutex::new(Vec::new());
-        let reranker = FnReranker::new(|_q: &str, texts: &[&str]| {
+        let reranker = |_q: &str, texts: &[&str]| {
             seen.lock().unwrap().push(texts.len());
             Ok::<_, std::convert::Infallible>(
                 texts
@@ -437,7 +419,7 @@ mod tests {
                     .map(|t| t.matches("cats").count() as f32)
                     .collect(),
             )
-        });
+        };
         let options = RerankEvalOptions {
             progress: false,
             ..Default::default()

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use tantivy_rerank_eval::metrics::{st, trec};
 use tantivy_rerank_eval::{evaluate_rerank, Dataset, Document, Query, RerankEvalOptions};
-use tantivy_rerank_search::FnReranker;
 
 fn references() -> Value {
     let path = concat!(
@@ -110,12 +109,12 @@ fn st_evaluator_base_and_reranked_match() {
             });
         }
         ds.candidates = Some(lists);
-        let reranker = FnReranker::new(move |q: &str, texts: &[&str]| {
+        let reranker = move |q: &str, texts: &[&str]| {
             texts
                 .iter()
                 .map(|t| table[q].get(*t).copied().ok_or("no score"))
                 .collect::<Result<Vec<f32>, _>>()
-        });
+        };
         let options = RerankEvalOptions {
             always_rerank_positives: always,
             progress: false,

@@ -6,8 +6,20 @@ use std::path::Path;
 use tantivy_rerank_eval::{
     evaluate_pipeline, load_beir, score_run, EvalError, EvalReport, PipelineOptions, Run,
 };
-use tantivy_rerank_search::FnReranker;
+use tantivy_rerank_eval::{Combination, RerankOptions, StageOptions};
 use tantivy_rerank_testdata::shared_dir as shared;
+
+/// One stage over the best `window` documents, scored whole.
+fn whole_docs(window: usize) -> RerankOptions {
+    RerankOptions {
+        stages: vec![StageOptions {
+            window,
+            passages: None,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
 
 fn write_beir(dir: &Path, corpus: &str, queries: &str, qrels: &str) {
     std::fs::create_dir_all(dir.join("qrels")).expect("mkdir");
@@ -42,7 +54,7 @@ fn beir_bad_input_names_file_line_and_column() {
     // Duplicate document id.
     write_beir(
         dir,
-        "{\"_id\": \"a\"}\n{\"_id\": \"a\"}\n",
+        "{\"_id\": \"a\", \"text\": \"x\"}\n{\"_id\": \"a\", \"text\": \"y\"}\n",
         "{\"_id\": \"q\", \"text\": \"x\"}\n",
         "q\ta\t1\n",
     );
@@ -198,7 +210,7 @@ fn beir_bad_input_names_file_line_and_column() {
         progress: false,
         ..Default::default()
     };
-    let report = evaluate_pipeline(&ds, None, &opts).expect("pipeline");
+    let report = evaluate_pipeline(&ds, &[], &opts).expect("pipeline");
     assert_eq!((report.queries, report.queries_without_hits), (2, 1));
     // A missing split names the file.
     let err = load_beir(dir, "dev").unwrap_err();
@@ -216,21 +228,20 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
     );
     let ds = load_beir(tmp.path(), "test").expect("load");
     // Rerank by the number of "cats": ties on purpose (broken by doc id, descending).
-    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
+    let reranker = |_q: &str, t: &[&str]| {
         Ok::<_, std::convert::Infallible>(
             t.iter().map(|t| t.matches("cats").count() as f32).collect(),
         )
-    });
+    };
     let opts = PipelineOptions {
         progress: false,
-        passages: None,
-        window: 2,
+        rerank: whole_docs(2),
         top_k: 10,
         ..Default::default()
     };
-    let report = evaluate_pipeline(&ds, Some(&reranker), &opts).expect("pipeline");
+    let report = evaluate_pipeline(&ds, &[&reranker], &opts).expect("pipeline");
     assert_eq!(report.systems.len(), 2);
-    assert!(report.pairs_scored > 0);
+    assert!(report.systems[1].pairs_scored > 0);
     let out = tempfile::tempdir().expect("out");
     let full = EvalReport::Pipeline {
         dataset: "toy".into(),
@@ -268,17 +279,14 @@ fn the_tail_keeps_bm25_order_below_huge_rerank_scores() {
         "query-id\tcorpus-id\tscore\nq1\tb\t1\n",
     );
     let ds = load_beir(tmp.path(), "test").expect("load");
-    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
-        Ok::<_, std::convert::Infallible>(vec![1e8; t.len()])
-    });
+    let reranker = |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(vec![1e8; t.len()]);
     let opts = PipelineOptions {
         progress: false,
-        passages: None,
-        window: 1,
+        rerank: whole_docs(1),
         top_k: 10,
         ..Default::default()
     };
-    let report = evaluate_pipeline(&ds, Some(&reranker), &opts).expect("pipeline");
+    let report = evaluate_pipeline(&ds, &[&reranker], &opts).expect("pipeline");
     // The run lists the hits best first: the reranked one, then the tail in BM25 order.
     let listed: Vec<String> = report.systems[1].run.queries[0]
         .1
@@ -314,14 +322,14 @@ fn a_reused_index_must_hold_the_corpus() {
         ..Default::default()
     };
     let ds_a = load_beir(&a, "test").expect("a");
-    let first = evaluate_pipeline(&ds_a, None, &opts).expect("builds the index");
-    let again = evaluate_pipeline(&ds_a, None, &opts).expect("reuses it");
+    let first = evaluate_pipeline(&ds_a, &[], &opts).expect("builds the index");
+    let again = evaluate_pipeline(&ds_a, &[], &opts).expect("reuses it");
     assert_eq!(
         format!("{:?}", first.systems[0].per_query),
         format!("{:?}", again.systems[0].per_query)
     );
     let ds_b = load_beir(&b, "test").expect("b");
-    let err = evaluate_pipeline(&ds_b, None, &opts).unwrap_err();
+    let err = evaluate_pipeline(&ds_b, &[], &opts).unwrap_err();
     assert!(
         matches!(&err, EvalError::IndexMismatch { .. }) && err.to_string().contains("`e1`"),
         "{err}"
@@ -334,7 +342,7 @@ fn a_reused_index_must_hold_the_corpus() {
         "q1\td1\t1\n",
     );
     let ds_c = load_beir(&b, "test").expect("c");
-    let err = evaluate_pipeline(&ds_c, None, &opts).unwrap_err();
+    let err = evaluate_pipeline(&ds_c, &[], &opts).unwrap_err();
     assert!(
         err.to_string().contains("has 4 documents, the corpus 3"),
         "{err}"
@@ -352,7 +360,7 @@ fn scifact_bm25_pipeline() {
         progress: false,
         ..Default::default()
     };
-    let report = evaluate_pipeline(&ds, None, &opts).expect("pipeline");
+    let report = evaluate_pipeline(&ds, &[], &opts).expect("pipeline");
     let m = report.systems[0].mean;
     eprintln!("SciFact test BM25: {m:?}");
     assert_eq!(report.queries, 300);
@@ -375,9 +383,7 @@ fn zero_options_are_named_errors() {
         "q1\td1\t1\n",
     );
     let ds = load_beir(tmp.path(), "test").expect("load");
-    let reranker = FnReranker::new(|_q: &str, t: &[&str]| {
-        Ok::<_, std::convert::Infallible>(vec![1.0; t.len()])
-    });
+    let reranker = |_q: &str, t: &[&str]| Ok::<_, std::convert::Infallible>(vec![1.0; t.len()]);
     let base = PipelineOptions {
         progress: false,
         ..Default::default()
@@ -401,22 +407,28 @@ fn zero_options_are_named_errors() {
         ),
         (
             PipelineOptions {
-                window: 0,
+                rerank: whole_docs(0),
                 ..base.clone()
             },
             true,
             "window",
         ),
     ] {
-        let model = with_model.then_some(&reranker as &dyn tantivy_rerank_search::Reranker);
-        match evaluate_pipeline(&ds, model, &options) {
+        let model: Vec<&dyn tantivy_rerank_search::Reranker> = match with_model {
+            true => vec![&reranker],
+            false => vec![],
+        };
+        match evaluate_pipeline(&ds, &model, &options) {
             Err(EvalError::InvalidOption { option, .. }) => assert_eq!(option, name),
             other => panic!("{name}: expected InvalidOption, got {:?}", other.err()),
         }
     }
     // BM25 alone has no window to check.
-    let bm25_only = PipelineOptions { window: 0, ..base };
-    assert!(evaluate_pipeline(&ds, None, &bm25_only).is_ok());
+    let bm25_only = PipelineOptions {
+        rerank: whole_docs(0),
+        ..base
+    };
+    assert!(evaluate_pipeline(&ds, &[], &bm25_only).is_ok());
     let options = tantivy_rerank_eval::RerankEvalOptions {
         max_queries: Some(0),
         progress: false,
@@ -426,4 +438,90 @@ fn zero_options_are_named_errors() {
         Err(EvalError::InvalidOption { option, .. }) => assert_eq!(option, "max_queries"),
         other => panic!("expected InvalidOption, got {:?}", other.err()),
     }
+}
+
+/// A cascade and a budget are evaluated as configurations side by side: BM25, each prefix of
+/// the cascade, the whole cascade and the budgeted one, each with its quality and time.
+#[test]
+fn cascades_fusion_and_a_budget_are_configurations_with_quality_and_latency() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write_beir(
+        tmp.path(),
+        CORPUS,
+        "{\"_id\": \"q1\", \"text\": \"cats\"}\n{\"_id\": \"q2\", \"text\": \"fish cats\"}\n",
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\t4\t1\n",
+    );
+    let ds = load_beir(tmp.path(), "test").expect("load");
+    // Stage 1 prefers short texts; stage 2 prefers texts that mention "fish", and is slow.
+    let short = |_q: &str, t: &[&str]| {
+        Ok::<_, std::convert::Infallible>(t.iter().map(|t| -(t.len() as f32)).collect())
+    };
+    let fishy = |_q: &str, t: &[&str]| {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        Ok::<_, std::convert::Infallible>(
+            t.iter().map(|t| t.matches("fish").count() as f32).collect(),
+        )
+    };
+    let stage = |name: &str, window| StageOptions {
+        name: Some(name.into()),
+        window,
+        passages: None,
+        ..Default::default()
+    };
+    let opts = PipelineOptions {
+        progress: false,
+        top_k: 10,
+        rerank: RerankOptions {
+            stages: vec![stage("short", 4), stage("fishy", 2)],
+            combination: Combination::rrf(),
+            budget: Some(std::time::Duration::from_millis(10)),
+        },
+        ..Default::default()
+    };
+    let report = evaluate_pipeline(&ds, &[&short, &fishy], &opts).expect("pipeline");
+    let names: Vec<&str> = report.systems.iter().map(|s| s.system.as_str()).collect();
+    assert_eq!(names, ["bm25", "rerank[short]", "rerank", "rerank+budget"]);
+    for sys in &report.systems {
+        assert!(
+            sys.latency.mean_ms > 0.0 && sys.latency.p95_ms >= sys.latency.p50_ms,
+            "{sys:?}"
+        );
+        assert_eq!(sys.per_query.len(), 2);
+        assert_eq!(sys.rerank.is_some(), sys.system != "bm25");
+    }
+    // The slow second stage costs time; within a 10 ms budget it is cut short (its first call
+    // measures it at 30 ms).
+    let by = |n: &str| report.systems.iter().find(|s| s.system == n).expect(n);
+    assert!(
+        by("rerank").latency.mean_ms >= 30.0,
+        "{:?}",
+        by("rerank").latency
+    );
+    assert_eq!(by("rerank").queries_budget_cut, 0);
+    assert!(by("rerank+budget").queries_budget_cut >= 1);
+    assert!(by("rerank[short]").latency.mean_ms < by("rerank").latency.mean_ms);
+    // Stage counts mismatch: one reranker per stage.
+    let err = evaluate_pipeline(&ds, &[&short], &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("2 stages for 1 rerankers"),
+        "{err}"
+    );
+    // Every run re-scores to its reported numbers, and the table shows the latency.
+    let out = tempfile::tempdir().expect("out");
+    let full = EvalReport::Pipeline {
+        dataset: "toy".into(),
+        model: None,
+        reports: vec![report.clone()],
+    };
+    full.write_outputs(out.path()).expect("write");
+    for sys in &report.systems {
+        let path = out.path().join(format!("{}.{}.trec", ds.name, sys.system));
+        let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), opts.top_k);
+        assert_eq!(rescored.per_query, sys.per_query, "{}", sys.system);
+    }
+    let table = full.table();
+    assert!(
+        table.contains("ms/query") && table.contains("rerank+budget"),
+        "{table}"
+    );
 }
