@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tantivy_rerank::encoders::{BiEncoder, CrossEncoderOptions, DeviceSpec};
-use tantivy_rerank::search::{ArticleIndex, ImportOptions, RerankOptions};
+use tantivy_rerank::encoders::{BiEncoder, BiEncoderOptions, DeviceSpec};
+use tantivy_rerank::search::{ArticleIndex, Cascade, ImportOptions, SearchOptions, Stage};
 use tantivy_rerank_testdata::shared_dir as shared;
 
 fn quiet() -> ImportOptions {
@@ -70,14 +70,15 @@ fn report_and_bench(c: &mut Criterion) {
     let queries = test_queries("scifact");
 
     // BM25 top-100 latency (ids, scores and stored text), warm.
+    let top100 = SearchOptions::default().top_n(100);
     for q in &queries {
-        scifact.search_bm25(q, 100).expect("search");
+        scifact.search(q, &top100).expect("search");
     }
     let mut lat: Vec<Duration> = queries
         .iter()
         .map(|q| {
             let t = Instant::now();
-            scifact.search_bm25(q, 100).expect("search");
+            scifact.search(q, &top100).expect("search");
             t.elapsed()
         })
         .collect();
@@ -90,23 +91,20 @@ fn report_and_bench(c: &mut Criterion) {
     );
 
     // Share of a reranked query spent outside the model.
+    // Measure the model, not the embedding cache.
     let model = BiEncoder::from_dir(
         shared().join("models/all-MiniLM-L6-v2"),
-        CrossEncoderOptions::default().device(DeviceSpec::Cpu),
+        BiEncoderOptions::default()
+            .device(DeviceSpec::Cpu)
+            .embedding_cache(0),
     )
-    .expect("all-MiniLM-L6-v2")
-    // Measure the model, not the embedding cache.
-    .with_embedding_cache(0);
-    let options = RerankOptions {
-        passages: None,
-        ..Default::default()
-    };
+    .expect("all-MiniLM-L6-v2");
+    let cascade = Cascade::new(Stage::new(model).passages(None));
+    let options = SearchOptions::default().rerank(&cascade);
     let (mut outside, mut total) = (Duration::ZERO, Duration::ZERO);
     let sample: Vec<&String> = queries.iter().step_by(30).collect();
     for q in &sample {
-        let r = scifact
-            .search_reranked(q, &model, &options)
-            .expect("rerank");
+        let r = scifact.search(q, &options).expect("rerank");
         outside += r.timings.retrieve + r.timings.fetch + r.timings.merge;
         total += r.timings.total();
     }
@@ -120,15 +118,11 @@ fn report_and_bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("search");
     let q = queries[0].clone();
     group.bench_function("bm25_top100_scifact", |b| {
-        b.iter(|| scifact.search_bm25(&q, 100).expect("search"))
+        b.iter(|| scifact.search(&q, &top100).expect("search"))
     });
     group.sample_size(10);
     group.bench_function("bm25_top100_then_minilm_rerank_scifact", |b| {
-        b.iter(|| {
-            scifact
-                .search_reranked(&q, &model, &options)
-                .expect("rerank")
-        })
+        b.iter(|| scifact.search(&q, &options).expect("rerank"))
     });
     group.finish();
 }

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use tantivy_rerank_eval::{
-    evaluate_pipeline, evaluate_rerank, load_datasets, Aggregation, DatasetSpec, EvalReport,
-    NanoBeirSource, PassageOptions, PipelineOptions, RerankEvalOptions, DEFAULT_DATASET_ID,
+    evaluate_pipeline, evaluate_rerank, load_datasets, DatasetSpec, EvalReport, NanoBeirSource,
+    PipelineOptions, RerankEvalOptions, DEFAULT_DATASET_ID,
 };
 
+use crate::cascade::CascadeArgs;
 use crate::score::ModelOptions;
-use crate::search::load_reranker;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Mode {
@@ -35,9 +35,6 @@ pub struct EvalArgs {
     pub nanobeir_id: String,
     #[arg(long, value_enum, default_value = "pipeline")]
     pub mode: Mode,
-    /// Reranker: cross-encoder or embedding-model directory, or Hub id (pipeline: optional).
-    #[arg(long, value_parser = crate::model_spec)]
-    pub model: Option<String>,
     /// Qrels split of a BEIR directory.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -47,25 +44,9 @@ pub struct EvalArgs {
     /// rerank: score all positives even when BM25 missed them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub always_rerank_positives: bool,
-    /// pipeline: candidates reranked (needs --model).
-    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
-    pub window: usize,
     /// pipeline: documents retrieved and scored per query.
     #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
     pub top_k: usize,
-    /// pipeline: score documents whole (the model truncates) instead of split into passages.
-    #[arg(long, conflicts_with_all = ["passage_length", "passage_stride", "aggregation"])]
-    pub no_passages: bool,
-    /// pipeline: passage length in model tokens (words for rerankers without a tokenizer).
-    #[arg(long, default_value_t = 200, value_parser = crate::at_least_one)]
-    pub passage_length: usize,
-    /// pipeline: passage stride in model tokens (words for rerankers without a tokenizer);
-    /// default half the passage length.
-    #[arg(long, value_parser = crate::at_least_one)]
-    pub passage_stride: Option<usize>,
-    /// pipeline: passage score aggregation: max, first or mean.
-    #[arg(long, default_value = "max", value_parser = ["max", "first", "mean"])]
-    pub aggregation: String,
     /// pipeline: keep the index in this directory instead of a temporary one, or reuse the
     /// index found there (it must hold this dataset's corpus).
     #[arg(long)]
@@ -73,6 +54,12 @@ pub struct EvalArgs {
     /// Evaluate only the first N queries of each dataset.
     #[arg(long, value_parser = crate::at_least_one)]
     pub max_queries: Option<usize>,
+    /// The reranker(s): one --model for --mode rerank; for --mode pipeline, none (BM25
+    /// only), one, or several (a cascade, with --window, --budget-ms and --fusion): the
+    /// pipeline then reports BM25, each shorter prefix of the cascade, the whole cascade
+    /// and, with a budget, the budgeted cascade, each with NDCG@10 and time per query.
+    #[command(flatten)]
+    pub cascade: CascadeArgs,
     #[command(flatten)]
     pub model_opts: ModelOptions,
     /// Write report.json and TREC run files here.
@@ -86,15 +73,9 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let spec: DatasetSpec = args.dataset.parse()?;
     // Checked before anything loads.
-    let passages = (!args.no_passages).then(|| PassageOptions {
-        length: args.passage_length,
-        stride: args
-            .passage_stride
-            .unwrap_or((args.passage_length / 2).max(1)),
-        ..Default::default()
-    });
-    if let Some(p) = &passages {
-        p.validate()?;
+    let rerank = args.cascade.rerank_options()?;
+    if matches!(args.mode, Mode::Rerank) && args.cascade.model.len() != 1 {
+        bail!("--mode rerank takes exactly one --model");
     }
     if let Some(out) = args.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
         bail!("--out {} is a file; give a directory", out.display());
@@ -111,14 +92,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     for ds in &datasets {
         tracing::info!(dataset = %ds.name, docs = ds.corpus.len(), queries = ds.queries.len(), judged = ds.qrels.len(), "loaded");
     }
-    let reranker = match &args.model {
-        Some(model) => Some(load_reranker(model, &args.model_opts)?),
-        None => None,
-    };
+    let rerankers = args.cascade.load(&args.model_opts)?;
     let progress = !args.json || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let report = match args.mode {
         Mode::Rerank => {
-            let (Some(model), Some(reranker)) = (&args.model, &reranker) else {
+            let (Some(model), Some(reranker)) = (args.cascade.model.first(), rerankers.first())
+            else {
                 bail!("--mode rerank needs --model");
             };
             let options = RerankEvalOptions {
@@ -135,31 +114,25 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             }
         }
         Mode::Pipeline => {
-            let aggregation = match args.aggregation.as_str() {
-                "max" => Aggregation::Max,
-                "first" => Aggregation::First,
-                "mean" => Aggregation::Mean,
-                other => bail!("--aggregation {other}: expected max, first or mean"),
-            };
             if args.index_dir.is_some() && datasets.len() > 1 {
                 bail!("--index-dir holds one index: use it with a single dataset");
             }
             let options = PipelineOptions {
                 top_k: args.top_k,
-                window: args.window,
-                passages,
-                aggregation,
+                rerank,
                 max_queries: args.max_queries,
                 index_dir: args.index_dir.clone(),
                 progress,
             };
+            let models: Vec<&dyn tantivy_rerank_search::Reranker> =
+                rerankers.iter().map(|r| r.as_ref()).collect();
             let reports = datasets
                 .iter()
-                .map(|ds| evaluate_pipeline(ds, reranker.as_deref(), &options))
+                .map(|ds| evaluate_pipeline(ds, &models, &options))
                 .collect::<Result<Vec<_>, _>>()?;
             EvalReport::Pipeline {
                 dataset: args.dataset.clone(),
-                model: args.model.clone(),
+                model: (!args.cascade.model.is_empty()).then(|| args.cascade.model.join(" > ")),
                 reports,
             }
         }

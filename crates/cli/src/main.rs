@@ -2,9 +2,11 @@
 //! evaluate retrieval quality.
 
 mod bench;
+mod cascade;
 mod eval;
 mod score;
 mod search;
+mod serve;
 
 use std::ffi::OsString;
 
@@ -38,6 +40,9 @@ enum Command {
     /// Measure reranking speed on workload files or dataset queries: pairs/s, tokens/s,
     /// latency percentiles, time split and peak memory.
     Bench(Box<bench::BenchArgs>),
+    /// Serve a cross-encoder over HTTP: TEI /rerank and /predict, Cohere /v1/rerank and
+    /// /v2/rerank, /search with --index, /health, /info and /metrics.
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +52,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
@@ -55,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Search(args) => search::search(args),
         Command::Eval(args) => eval::run(*args),
         Command::Bench(args) => bench::run(*args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         // The reader went away (`| head`): nothing left to do, and nothing to complain about.
@@ -114,17 +122,11 @@ const MODEL_FLAGS: &[&str] = &[
     "device",
     "dtype",
 ];
-/// `eval --mode pipeline` flags that only the reranker uses.
-const PIPELINE_RERANK_FLAGS: &[&str] = &[
-    "window",
-    "no_passages",
-    "passage_length",
-    "passage_stride",
-    "aggregation",
-];
-/// `eval` flags of one mode only.
+/// `eval` flags of `--mode pipeline` only.
 const PIPELINE_FLAGS: &[&str] = &[
     "window",
+    "budget_ms",
+    "fusion",
     "top_k",
     "no_passages",
     "passage_length",
@@ -166,7 +168,9 @@ fn ignored_flag(command: &Command, matches: &ArgMatches) -> Option<String> {
             .map(|flag| format!("{flag} needs --model (without it, {what} is BM25 only)"))
     };
     match command {
-        Command::Search(a) if a.model.is_none() => without_model(&["window"], "search"),
+        Command::Search(a) if a.cascade.model.is_empty() => {
+            without_model(cascade::CASCADE_FLAGS, "search")
+        }
         Command::Eval(a) => {
             let (other_mode, other_flags) = match a.mode {
                 eval::Mode::Rerank => ("pipeline", PIPELINE_FLAGS),
@@ -175,12 +179,11 @@ fn ignored_flag(command: &Command, matches: &ArgMatches) -> Option<String> {
             if let Some(flag) = given(other_flags) {
                 return Some(format!("{flag} applies to --mode {other_mode} only"));
             }
-            match (a.mode, &a.model) {
-                (eval::Mode::Rerank, None) => Some("--mode rerank needs --model".into()),
-                (eval::Mode::Pipeline, None) => {
-                    without_model(PIPELINE_RERANK_FLAGS, "the pipeline")
-                }
-                (_, Some(_)) => None,
+            match (a.mode, a.cascade.model.len()) {
+                (eval::Mode::Rerank, 0) => Some("--mode rerank needs --model".into()),
+                (eval::Mode::Rerank, 2..) => Some("--mode rerank takes one --model".into()),
+                (eval::Mode::Pipeline, 0) => without_model(cascade::CASCADE_FLAGS, "the pipeline"),
+                _ => None,
             }
         }
         Command::Bench(a) if a.dataset.is_none() => given(&["split", "queries", "candidates"])
@@ -251,6 +254,24 @@ mod tests {
                 "invalid value 'maxx'",
             ),
             ("search --index i q --top 0", "must be at least 1"),
+            (
+                "search --index i q --budget-ms 5",
+                "--budget-ms needs --model",
+            ),
+            ("search --index i q --fusion rrf", "--fusion needs --model"),
+            ("search --index i q --model m --budget-ms 0", "above 0"),
+            (
+                "search --index i q --model m --fusion linear:3",
+                "within [0, 1]",
+            ),
+            (
+                "eval --dataset d --mode rerank --model a --model b",
+                "takes one --model",
+            ),
+            (
+                "eval --dataset d --mode rerank --model a --budget-ms 9",
+                "--budget-ms applies to --mode pipeline only",
+            ),
             ("eval --dataset d --max-queries 0", "must be at least 1"),
             (
                 "index --corpus c --index i --memory-mb 0",
@@ -297,6 +318,9 @@ mod tests {
             "eval --dataset d --top-k 10 --max-queries 5",
             "eval --dataset d --model m --top-k 10 --no-passages",
             "eval --dataset d --model m --window 5 --aggregation first",
+            "eval --dataset d --model a --model b --window 50 --window 5 --budget-ms 200",
+            "eval --dataset d --model a --fusion rrf:30",
+            "search --index i q --model a --model b --budget-ms 50 --fusion linear:0.5",
             "eval --dataset d --mode rerank --model m --rerank-k 5 --max-queries 3",
             "index --corpus c --index i --memory-mb 64",
             "bench --model m --dataset d --queries 5 --candidates 10",

@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use tantivy_rerank_search::{
-    load_model_reranker, ArticleIndex, FieldMapping, ImportOptions, RerankOptions, Reranker,
-};
+use tantivy_rerank_search::{ArticleIndex, Cascade, FieldMapping, ImportOptions, SearchOptions};
 
+use crate::cascade::CascadeArgs;
 use crate::score::ModelOptions;
 
 #[derive(Args, Debug)]
@@ -82,12 +81,6 @@ pub struct SearchArgs {
     pub index: PathBuf,
     /// The query.
     pub query: String,
-    /// Reranker: a cross-encoder or embedding-model directory, or a Hub id. Without it: BM25 only.
-    #[arg(long, value_parser = crate::model_spec)]
-    pub model: Option<String>,
-    /// Candidates reranked (needs --model).
-    #[arg(long, default_value_t = 100, value_parser = crate::at_least_one)]
-    pub window: usize,
     /// Hits returned.
     #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     pub top: usize,
@@ -95,58 +88,87 @@ pub struct SearchArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub cascade: CascadeArgs,
+    #[command(flatten)]
     pub model_opts: ModelOptions,
 }
 
-/// Load a cross-encoder, or an embedding model when the checkpoint is not a classifier.
-pub fn load_reranker(model: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn Reranker>> {
-    load_model_reranker(model, opts.options()?).with_context(|| format!("loading {model}"))
-}
-
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
+    // Checked before the index opens and the models load.
+    let rerank = args.cascade.rerank_options()?;
     let index = ArticleIndex::open(&args.index)
         .with_context(|| format!("opening index {}", args.index.display()))?;
-    let results = match &args.model {
-        None => index.search_first_stage(&args.query, args.top)?,
-        Some(model) => {
-            let reranker = load_reranker(model, &args.model_opts)?;
-            let options = RerankOptions {
-                window: args.window,
-                top_n: args.top,
-                ..Default::default()
-            };
-            index.search_reranked(&args.query, reranker.as_ref(), &options)?
-        }
+    let rerankers = args.cascade.load(&args.model_opts)?;
+    let cascade = match rerankers.is_empty() {
+        true => None,
+        false => Some(Cascade::from_options(&rerank, rerankers)?),
     };
+    let options = SearchOptions {
+        top_n: args.top,
+        rerank: cascade.as_ref(),
+    };
+    let results = index.search(&args.query, &options)?;
     if args.json {
         return crate::print_stdout(&(serde_json::to_string_pretty(&results)? + "\n"));
     }
     let mut text = String::new();
     for (i, h) in results.hits.iter().enumerate() {
-        let _ = match (args.model.is_some(), h.score) {
-            (false, _) => writeln!(
+        let id = printable(&h.doc.id);
+        let title = printable(&h.doc.title);
+        let _ = match &cascade {
+            None => writeln!(
                 text,
-                "{:>3}. {:>8.3}  {}  {}",
+                "{:>3}. {:>8.3}  {id}  {title}",
                 i + 1,
-                h.bm25_score,
-                h.id,
-                h.title
+                h.first_stage_score,
             ),
-            (true, score) => writeln!(
-                text,
-                "{:>3}. {:>8}  bm25 {:>7.3} (#{})  {}  {}",
-                i + 1,
-                score.map_or_else(|| "-".into(), |s| format!("{s:.4}")),
-                h.bm25_score,
-                h.bm25_rank,
-                h.id,
-                h.title
-            ),
+            Some(_) => {
+                let stages: Vec<String> = h
+                    .stage_scores
+                    .iter()
+                    .map(|s| s.map_or_else(|| "-".into(), |s| format!("{s:.4}")))
+                    .collect();
+                writeln!(
+                    text,
+                    "{:>3}. {:>8}  [{}]  bm25 {:>7.3} (#{})  {id}  {title}",
+                    i + 1,
+                    h.score.map_or_else(|| "-".into(), |s| format!("{s:.4}")),
+                    stages.join(" "),
+                    h.first_stage_score,
+                    h.first_stage_rank,
+                )
+            }
         };
     }
     crate::print_stdout(&text)?;
-    if args.model.is_some() {
+    if cascade.is_some() {
         eprintln!("{}", results.timing_summary());
     }
     Ok(())
+}
+
+/// `s` with control characters escaped, so an id or title cannot move the cursor, clear the
+/// screen or fake other lines of a terminal.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_for_the_terminal() {
+        assert_eq!(super::printable("plain id"), "plain id");
+        assert_eq!(
+            super::printable("a\u{1b}[2Jb\nc\td"),
+            "a\\u{1b}[2Jb\\nc\\td"
+        );
+    }
 }

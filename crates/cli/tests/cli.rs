@@ -73,7 +73,7 @@ fn ids(results: &Value) -> Vec<&str> {
         .as_array()
         .expect("hits array")
         .iter()
-        .map(|h| h["id"].as_str().expect("id"))
+        .map(|h| h["doc"]["id"].as_str().expect("id"))
         .collect()
 }
 
@@ -89,8 +89,8 @@ fn search_json_has_one_shape_with_and_without_a_model() {
     found.sort();
     assert_eq!(found, ["o.md", "v.md"]);
     for (rank, hit) in bm25["hits"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(hit["bm25_rank"], rank + 1);
-        assert!(hit["bm25_score"].as_f64().unwrap() > 0.0);
+        assert_eq!(hit["first_stage_rank"], rank + 1);
+        assert!(hit["first_stage_score"].as_f64().unwrap() > 0.0);
         assert!(hit["score"].is_null() && hit["rerank_score"].is_null());
     }
 
@@ -110,6 +110,63 @@ fn search_json_has_one_shape_with_and_without_a_model() {
     let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
     assert!(scores[0] >= scores[1], "{scores:?}");
     assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+
+    // A cascade of two models within a budget, from the command line.
+    let second = fixture("bert-3label");
+    let cascade = run_json(&[
+        &"search",
+        &"--index",
+        &idx,
+        &"lava",
+        &"--model",
+        &model,
+        &"--window",
+        &"2",
+        &"--model",
+        &second,
+        &"--window",
+        &"1",
+        &"--budget-ms",
+        &"60000",
+        &"--json",
+    ]);
+    assert_eq!(keys(&bm25), keys(&cascade));
+    let stages = cascade["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0]["name"], "modernbert-1label-mean");
+    assert_eq!(
+        (
+            stages[0]["docs_scored"].as_u64(),
+            stages[1]["docs_scored"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert_eq!(cascade["budget_exhausted"], false);
+    let top = &cascade["hits"][0];
+    assert!(
+        top["stage_scores"][0].is_f64() && top["stage_scores"][1].is_f64(),
+        "{top}"
+    );
+    assert!(cascade["hits"][1]["stage_scores"][1].is_null());
+    let err = run_err(
+        &[
+            &"search",
+            &"--index",
+            &idx,
+            &"lava",
+            &"--model",
+            &model,
+            &"--window",
+            &"2",
+            &"--window",
+            &"1",
+        ],
+        1,
+    );
+    assert!(
+        err.contains("--window is given 2 times for 1 --model"),
+        "{err}"
+    );
 
     // The text form: one line per hit, best first.
     let out = run(&[&"search", &"--index", &idx, &"glaciers"]);
