@@ -38,11 +38,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
     /// Measured runs; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::at_least_one)]
     pub runs: usize,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also serve the model over HTTP on a loopback port and drive it with this many
+    /// concurrent clients, on the same pairs (`--runs` times each workload): pairs/s and
+    /// p50/p99 latency of the service, and its ratio to the direct benchmark above.
+    #[arg(long, value_parser = crate::at_least_one)]
+    pub serve_clients: Option<usize>,
+    /// Documents per request of the service benchmark.
+    #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
+    pub docs_per_request: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +68,8 @@ struct BenchReport {
     max_length: usize,
     max_batch_tokens: Option<usize>,
     workloads: Vec<WorkloadReport>,
+    /// The service benchmark of each workload, with `--serve-clients`.
+    serve: Vec<crate::serve_bench::ServeReport>,
     /// Peak resident set size of the process (model, data and activations), MiB.
     peak_rss_mib: Option<f64>,
     /// Peak device memory in use while benchmarking, MiB (CUDA only).
@@ -111,6 +121,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let model = tantivy_rerank_encoders::CrossEncoder::load(&args.model.model, options)
         .with_context(|| format!("loading model {}", args.model.model))?;
+    let model = std::sync::Arc::new(model);
     let bench = BenchOptions {
         warmup_runs: args.warmup,
         runs: args.runs,
@@ -132,6 +143,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             device_peak.sample()
         })?);
     }
+    let mut serve = Vec::new();
+    if let Some(clients) = args.serve_clients {
+        for (w, direct) in workloads.iter().zip(&reports) {
+            if !args.json {
+                eprintln!(
+                    "{}: service on loopback, {clients} clients, {} documents per request",
+                    w.name, args.docs_per_request
+                );
+            }
+            serve.push(crate::serve_bench::run(
+                model.clone(),
+                w,
+                bench.runs,
+                clients,
+                args.docs_per_request,
+                direct.median_pairs_per_s,
+            )?);
+        }
+    }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let report = BenchReport {
         model: args.model.model.clone(),
@@ -143,6 +173,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         max_length: model.max_length(),
         max_batch_tokens: model.max_batch_tokens(),
         workloads: reports,
+        serve,
         peak_rss_mib: peak_rss_bytes().map(mib),
         peak_device_mib: device_peak.peak_bytes().map(mib),
     };
@@ -192,6 +223,32 @@ fn table(r: &BenchReport) -> String {
             w.split.forward_ms,
             w.split.other_ms
         );
+    }
+    if !r.serve.is_empty() {
+        s += &format!(
+            "{:<32} {:>9} {:>8} {:>9} {:>9} {:>9} {:>7} {:>12}\n",
+            "service (HTTP, loopback)",
+            "pairs/s",
+            "clients",
+            "requests",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "vs direct"
+        );
+        for v in &r.serve {
+            s += &format!(
+                "{:<32} {:>9.2} {:>8} {:>9} {:>9.1} {:>9.1} {:>7} {:>11.2}x\n",
+                v.workload,
+                v.pairs_per_s,
+                v.clients,
+                v.requests,
+                v.latency_p50_ms,
+                v.latency_p99_ms,
+                v.errors,
+                v.ratio_to_direct
+            );
+        }
     }
     if let Some(m) = r.peak_rss_mib {
         s += &format!("peak RSS {m:.0} MiB\n");
