@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use tantivy_rerank::encoders::CrossEncoderOptions;
+use tantivy_rerank::encoders::{BiEncoderOptions, CrossEncoderOptions};
 use tantivy_rerank::search::{
     load_model_reranker, ArticleIndex, Cascade, FieldMapping, ImportOptions, PassageOptions,
     Reranker, SearchOptions, Stage,
@@ -209,12 +209,13 @@ fn load_reranker(
         return Ok(None);
     }
     let options = CrossEncoderOptions::default();
+    let bi = BiEncoderOptions::from(&options);
     match model {
         Some(m) => {
-            let r = load_model_reranker(m, options).with_context(|| format!("loading {m}"))?;
+            let r = load_model_reranker(m, options, bi).with_context(|| format!("loading {m}"))?;
             Ok(Some((m.to_string(), r)))
         }
-        None => match load_model_reranker(DEFAULT_MODEL, options) {
+        None => match load_model_reranker(DEFAULT_MODEL, options, bi) {
             Ok(r) => {
                 println!("reranker: {DEFAULT_MODEL} (the default; --model to choose another)");
                 Ok(Some((DEFAULT_MODEL.to_string(), r)))

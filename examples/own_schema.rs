@@ -27,7 +27,7 @@ use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
 use tantivy::schema::{Field, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT};
 use tantivy::{doc, DocAddress, Index, Searcher, TantivyDocument, Term};
-use tantivy_rerank::encoders::CrossEncoderOptions;
+use tantivy_rerank::encoders::{BiEncoderOptions, CrossEncoderOptions};
 use tantivy_rerank::search::{load_model_reranker, Cascade, Reranker, Stage, StoredText};
 
 struct News {
@@ -182,8 +182,12 @@ fn main() -> anyhow::Result<()> {
 
     let reranker: Arc<dyn Reranker> = match &model {
         Some(m) => Arc::from(
-            load_model_reranker(m, CrossEncoderOptions::default())
-                .with_context(|| format!("loading {m}"))?,
+            load_model_reranker(
+                m,
+                CrossEncoderOptions::default(),
+                BiEncoderOptions::default(),
+            )
+            .with_context(|| format!("loading {m}"))?,
         ),
         None => {
             println!("no --model: reranking with a word-overlap closure");

@@ -168,7 +168,12 @@ impl CascadeArgs {
 
 /// Load a cross-encoder, or an embedding model when the checkpoint is not a classifier.
 pub fn load_reranker(model: &str, opts: &ModelOptions) -> anyhow::Result<Box<dyn Reranker>> {
-    load_model_reranker(model, opts.options()?).with_context(|| format!("loading {model}"))
+    let cross = opts.options()?;
+    let mut bi = tantivy_rerank_encoders::BiEncoderOptions::from(&cross);
+    if let Some(n) = opts.embedding_cache {
+        bi = bi.embedding_cache(n);
+    }
+    load_model_reranker(model, cross, bi).with_context(|| format!("loading {model}"))
 }
 
 #[cfg(test)]

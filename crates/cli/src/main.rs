@@ -7,6 +7,7 @@ mod eval;
 mod score;
 mod search;
 mod serve;
+mod serve_bench;
 
 use std::ffi::OsString;
 
@@ -116,6 +117,7 @@ pub(crate) fn model_spec(s: &str) -> Result<String, String> {
 /// Flags that load and run a model (`score::ModelOptions`).
 const MODEL_FLAGS: &[&str] = &[
     "revision",
+    "embedding_cache",
     "max_length",
     "batch_size",
     "truncation",
@@ -167,6 +169,16 @@ fn ignored_flag(command: &Command, matches: &ArgMatches) -> Option<String> {
             .or_else(|| given(MODEL_FLAGS))
             .map(|flag| format!("{flag} needs --model (without it, {what} is BM25 only)"))
     };
+    if matches!(
+        command,
+        Command::Score(_) | Command::Bench(_) | Command::Serve(_)
+    ) {
+        if let Some(flag) = given(&["embedding_cache"]) {
+            return Some(format!(
+                "{flag} applies to embedding models, in search and eval only"
+            ));
+        }
+    }
     match command {
         Command::Search(a) if a.cascade.model.is_empty() => {
             without_model(cascade::CASCADE_FLAGS, "search")

@@ -42,6 +42,10 @@ pub struct ModelOptions {
     /// f32, f16 or bf16 (default: bf16 on CUDA, f16 before compute capability 8.0, f32 on CPU).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Embedding models only: embeddings of this many recent texts are kept (default 10,000;
+    /// 0 to measure every query at full cost).
+    #[arg(long)]
+    pub embedding_cache: Option<usize>,
 }
 
 impl ModelOptions {
@@ -87,6 +91,11 @@ struct PairLine {
     document: String,
 }
 
+/// One line of the pairs file.
+fn parse_pair(line: &str) -> serde_json::Result<PairLine> {
+    serde_json::from_str(line)
+}
+
 #[derive(Serialize)]
 struct ScoreLine<'a> {
     logits: &'a [f32],
@@ -124,7 +133,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let p: PairLine = serde_json::from_str(line).with_context(|| {
+        let p = parse_pair(line).with_context(|| {
             format!(
                 "{} line {}: expected {{\"query\": ..., \"document\": ...}}",
                 args.input.display(),
@@ -135,44 +144,73 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         line_of.push(i + 1);
     }
     let model = args.model.load()?;
-    let predictions = model.predict(&pairs).map_err(|e| {
-        let line = e.input_index().and_then(|i| line_of.get(i)).copied();
-        let e = anyhow::Error::from(e);
-        match line {
-            Some(line) => e.context(format!("{} line {line}", args.input.display())),
-            None => e,
-        }
-    })?;
-    let multi_label = model.labels().len() > 1;
-    let classes = if multi_label && model.labels().len() > 2 {
-        Some(
-            predictions
-                .iter()
-                .map(|p| model.classification(p))
-                .collect::<Vec<_>>(),
-        )
-    } else {
-        None
-    };
+    let multi_label = model.labels().len() > 2;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    for (i, p) in predictions.iter().enumerate() {
-        if !p.score.is_finite() {
-            bail!(
-                "{} line {}: the pair scored {} (non-finite)",
-                args.input.display(),
-                line_of[i],
-                p.score
-            );
+    // Chunks of a few batches, each written (and flushed) as soon as it is scored: an
+    // interrupted run keeps what it finished, and no result waits for the whole input.
+    let chunk = model.batch_size().saturating_mul(8).max(1);
+    for (c, part) in pairs.chunks(chunk).enumerate() {
+        let first = c * chunk;
+        let predictions = model.predict(part).map_err(|e| {
+            let line = e
+                .input_index()
+                .and_then(|i| line_of.get(first + i))
+                .copied();
+            let e = anyhow::Error::from(e);
+            match line {
+                Some(line) => e.context(format!("{} line {line}", args.input.display())),
+                None => e,
+            }
+        })?;
+        for (i, p) in predictions.iter().enumerate() {
+            if !p.score.is_finite() {
+                bail!(
+                    "{} line {}: the pair scored {} (non-finite)",
+                    args.input.display(),
+                    line_of[first + i],
+                    p.score
+                );
+            }
+            let class = multi_label.then(|| model.classification(p));
+            let line = ScoreLine {
+                logits: &p.logits,
+                score: p.score,
+                label: class.as_ref().map(|c| c.label.as_str()),
+            };
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
         }
-        let line = ScoreLine {
-            logits: &p.logits,
-            score: p.score,
-            label: classes.as_ref().map(|c| c[i].label.as_str()),
-        };
-        serde_json::to_writer(&mut out, &line)?;
-        out.write_all(b"\n")?;
+        out.flush()?;
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pair;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any line: a pair or an error, never a panic.
+        #[test]
+        fn any_line_is_a_pair_or_an_error(line in ".{0,200}") {
+            let _ = parse_pair(&line);
+        }
+
+        /// Any texts written as a pair read back exactly, other fields ignored.
+        #[test]
+        fn pairs_read_back(query in ".{0,50}", document in ".{0,200}", extra in proptest::option::of(".{0,10}")) {
+            let mut v = serde_json::json!({"query": query, "document": document});
+            if let Some(x) = extra {
+                v["source"] = serde_json::Value::from(x);
+            }
+            let p = parse_pair(&v.to_string()).unwrap();
+            prop_assert_eq!(p.query, query);
+            prop_assert_eq!(p.document, document);
+        }
+    }
 }

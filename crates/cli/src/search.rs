@@ -36,6 +36,10 @@ pub struct IndexArgs {
 }
 
 pub fn index(args: IndexArgs) -> anyhow::Result<()> {
+    // Before the index directory is created: a missing corpus leaves nothing behind.
+    if !args.corpus.exists() {
+        anyhow::bail!("corpus {} not found", args.corpus.display());
+    }
     let index = ArticleIndex::open_or_create(&args.index, &Default::default())
         .with_context(|| format!("opening index {}", args.index.display()))?;
     let options = ImportOptions {

@@ -249,7 +249,7 @@ fn read_json_opt<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
     if !path.exists() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| EncoderError::io(path, e))?;
+    let text = EncoderError::read_text(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| EncoderError::malformed(path, e))

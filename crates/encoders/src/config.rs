@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::error::{EncoderError, Result};
 
+/// The most labels a classification head may have here (a crafted `num_labels` must not size
+/// anything before the checkpoint's classifier can be compared with it).
+pub const MAX_LABELS: usize = 65_536;
+
 /// Architectures a [`crate::CrossEncoder`] can run (`architectures[0]` in `config.json`).
 pub const SUPPORTED_CROSS_ENCODERS: &[&str] = &[
     "BertForSequenceClassification",
@@ -70,12 +74,20 @@ impl CommonConfig {
         self.dtype.as_deref().or(self.torch_dtype.as_deref())
     }
 
-    /// Labels in index order, as transformers reads them: the length of `id2label` is the
+    /// Labels in index order, as transformers reads them (at most [`MAX_LABELS`]): the length of `id2label` is the
     /// label count (`num_labels` is rarely written); without `id2label` transformers assumes
     /// two labels `LABEL_0`, `LABEL_1` unless `num_labels` says otherwise.
     pub fn labels(&self, path: &Path) -> Result<Vec<String>> {
         match &self.id2label {
             Some(map) if !map.is_empty() => {
+                if map.len() > MAX_LABELS {
+                    return Err(EncoderError::InvalidConfig {
+                        path: path.to_path_buf(),
+                        field: "id2label".into(),
+                        value: format!("{} labels", map.len()),
+                        reason: format!("at most {MAX_LABELS}"),
+                    });
+                }
                 let mut labels: Vec<Option<String>> = vec![None; map.len()];
                 for (k, v) in map {
                     let idx: usize = k.trim().parse().map_err(|_| EncoderError::InvalidConfig {
@@ -102,6 +114,16 @@ impl CommonConfig {
             }
             _ => {
                 let n = self.num_labels.unwrap_or(2);
+                // Checked before a name is made for each: a crafted count would allocate
+                // gigabytes of names before the classifier's shape could refuse it.
+                if n == 0 || n > MAX_LABELS {
+                    return Err(EncoderError::InvalidConfig {
+                        path: path.to_path_buf(),
+                        field: "num_labels".into(),
+                        value: n.to_string(),
+                        reason: format!("must be between 1 and {MAX_LABELS}"),
+                    });
+                }
                 Ok((0..n).map(|i| format!("LABEL_{i}")).collect())
             }
         }
@@ -460,7 +482,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Read and parse `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| EncoderError::io(path, e))?;
+        let text = EncoderError::read_text(path)?;
         Self::from_json_str(&text, path)
     }
 

@@ -12,6 +12,11 @@ pub enum EncoderError {
     #[error("missing file {path}: {what}")]
     MissingFile { path: PathBuf, what: String },
 
+    /// A path names something that is not a regular file (a FIFO, socket, device or
+    /// folder): reading it could block forever or read nothing.
+    #[error("{path} is not a regular file ({kind}): refusing to read it")]
+    NotAFile { path: PathBuf, kind: String },
+
     /// A file exists but could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -119,6 +124,45 @@ pub enum EncoderError {
 pub type Result<T, E = EncoderError> = std::result::Result<T, E>;
 
 impl EncoderError {
+    /// Refuse `path` unless it is a regular file (symbolic links are followed); a missing
+    /// one is [`EncoderError::MissingFile`].
+    pub(crate) fn check_regular(path: &std::path::Path) -> Result<(), Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Self::io(path, e))?;
+        if meta.is_file() {
+            return Ok(());
+        }
+        let t = meta.file_type();
+        let kind = if t.is_dir() {
+            "a folder"
+        } else {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::FileTypeExt;
+                if t.is_fifo() {
+                    "a FIFO"
+                } else if t.is_socket() {
+                    "a socket"
+                } else if t.is_block_device() || t.is_char_device() {
+                    "a device"
+                } else {
+                    "not a file"
+                }
+            }
+            #[cfg(not(unix))]
+            "not a file"
+        };
+        Err(EncoderError::NotAFile {
+            path: path.to_path_buf(),
+            kind: kind.into(),
+        })
+    }
+
+    /// Read a whole regular file as text.
+    pub(crate) fn read_text(path: &std::path::Path) -> Result<String, Self> {
+        Self::check_regular(path)?;
+        std::fs::read_to_string(path).map_err(|e| Self::io(path, e))
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {

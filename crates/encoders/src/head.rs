@@ -127,7 +127,7 @@ pub(crate) fn sentence_transformers_activation(
 ) -> Result<Option<(String, String)>> {
     let st_path = model_dir.join("config_sentence_transformers.json");
     if model_dir.join("modules.json").exists() && st_path.exists() {
-        let text = std::fs::read_to_string(&st_path).map_err(|e| EncoderError::io(&st_path, e))?;
+        let text = EncoderError::read_text(&st_path)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&st_path, e))?;
         if let Some(a) = v.get("activation_fn").and_then(|a| a.as_str()) {

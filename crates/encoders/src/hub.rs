@@ -5,11 +5,207 @@
 //! without network. With `HF_HUB_OFFLINE=1` only the cache is consulted.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hf_hub::api::sync::ApiBuilder;
+use hf_hub::api::sync::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{EncoderError, Result};
+
+/// How long a Hub request may go without an answer: `metadata` for a repo listing or a file's
+/// metadata (`HF_HUB_ETAG_TIMEOUT`, default 10 s), `download` for a download that receives
+/// nothing (`HF_HUB_DOWNLOAD_TIMEOUT`, default 10 s) — the variables `huggingface_hub` reads.
+/// A request past its timeout fails with an error naming the URL; its connection is
+/// abandoned (the thread that waits on it ends with the process).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HubTimeouts {
+    /// Listing and metadata requests.
+    pub metadata: Duration,
+    /// Silence while a file downloads.
+    pub download: Duration,
+}
+
+impl HubTimeouts {
+    /// From `HF_HUB_ETAG_TIMEOUT` and `HF_HUB_DOWNLOAD_TIMEOUT` (seconds), else 10 s each. A
+    /// value that is not a positive number of seconds is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        let read = |key: &str| -> Result<Duration> {
+            match non_empty_env(key) {
+                None => Ok(Duration::from_secs(10)),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| EncoderError::InvalidOption {
+                        name: key.into(),
+                        value: v.clone(),
+                        reason: "must be a number of seconds above 0".into(),
+                    }),
+            }
+        };
+        Ok(HubTimeouts {
+            metadata: read("HF_HUB_ETAG_TIMEOUT")?,
+            download: read("HF_HUB_DOWNLOAD_TIMEOUT")?,
+        })
+    }
+}
+
+/// Where and how to reach the Hub.
+#[derive(Debug, Clone)]
+struct HubSettings {
+    endpoint: String,
+    cache: PathBuf,
+    token: Option<String>,
+    timeouts: HubTimeouts,
+}
+
+impl HubSettings {
+    fn from_env() -> Result<Self> {
+        Ok(HubSettings {
+            endpoint: non_empty_env("HF_ENDPOINT")
+                .unwrap_or_else(|| "https://huggingface.co".into())
+                .trim_end_matches('/')
+                .to_string(),
+            cache: hub_cache_dir(),
+            token: non_empty_env("HF_TOKEN"),
+            timeouts: HubTimeouts::from_env()?,
+        })
+    }
+}
+
+/// When a request last showed life, in milliseconds from its start, and whether it is
+/// downloading (then the download timeout applies).
+#[derive(Default)]
+struct Liveness {
+    last_ms: AtomicU64,
+    downloading: std::sync::atomic::AtomicBool,
+}
+
+/// Run `job` on its own thread and wait for it, as long as it shows life often enough: a
+/// request that stays silent past its timeout is an error naming `url`.
+fn with_timeouts<T: Send + 'static>(
+    repo: &str,
+    url: &str,
+    timeouts: HubTimeouts,
+    job: impl FnOnce(Arc<Liveness>, Instant) -> std::result::Result<T, String> + Send + 'static,
+) -> Result<T> {
+    let live = Arc::new(Liveness::default());
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job_live = live.clone();
+    std::thread::Builder::new()
+        .name("hub-request".into())
+        .spawn(move || {
+            let _ = tx.send(job(job_live, started));
+        })
+        .map_err(|e| hub_err(repo, url, format!("cannot start a request thread: {e}")))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => return result.map_err(|e| hub_err(repo, url, e)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(hub_err(
+                    repo,
+                    url,
+                    "the request thread ended without an answer",
+                ))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let (limit, variable) = if live.downloading.load(Ordering::Relaxed) {
+            (timeouts.download, "HF_HUB_DOWNLOAD_TIMEOUT")
+        } else {
+            (timeouts.metadata, "HF_HUB_ETAG_TIMEOUT")
+        };
+        let last = Duration::from_millis(live.last_ms.load(Ordering::Relaxed));
+        if started.elapsed().saturating_sub(last) > limit {
+            return Err(EncoderError::Hub {
+                repo: repo.into(),
+                message: format!(
+                    "{url}: no answer for {:.1} s; the request is abandoned (set {variable} to \
+                     wait longer, or HF_HUB_OFFLINE=1 to use the cache only)",
+                    limit.as_secs_f64()
+                ),
+            });
+        }
+    }
+}
+
+/// A download progress that shows a bar on a terminal and tells the watchdog it is alive.
+struct LiveProgress {
+    live: Arc<Liveness>,
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl LiveProgress {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.live.last_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl hf_hub::api::Progress for LiveProgress {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.live.downloading.store(true, Ordering::Relaxed);
+        self.touch();
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bar = indicatif::ProgressBar::new(size as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{msg} {bar:30} {bytes}/{total_bytes} [{elapsed_precise} < {eta_precise}] {bytes_per_sec}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_message(format!("downloading {filename}"));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn update(&mut self, size: usize) {
+        self.touch();
+        if let Some(bar) = &self.bar {
+            bar.inc(size as u64);
+        }
+    }
+
+    fn finish(&mut self) {
+        self.touch();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `name` of `repo`, from the cache when it is there, else downloaded within the timeouts.
+fn get_file(
+    settings: &HubSettings,
+    api: &Api,
+    repo: &Repo,
+    repo_id: &str,
+    name: &str,
+) -> Result<PathBuf> {
+    if let Some(path) = Cache::new(settings.cache.clone())
+        .repo(repo.clone())
+        .get(name)
+    {
+        return Ok(path);
+    }
+    let url = api.repo(repo.clone()).url(name);
+    let (api, repo, file) = (api.clone(), repo.clone(), name.to_string());
+    with_timeouts(repo_id, &url, settings.timeouts, move |live, started| {
+        let progress = LiveProgress {
+            live,
+            started,
+            bar: None,
+        };
+        api.repo(repo)
+            .download_with_progress(&file, progress)
+            .map_err(|e| e.to_string())
+    })
+}
 
 /// The Hub cache directory, resolved like `huggingface_hub` does.
 pub fn hub_cache_dir() -> PathBuf {
@@ -98,7 +294,9 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
             ),
         });
     }
-    let fetched = fetch_repo(
+    let settings = HubSettings::from_env()?;
+    let fetched = fetch_repo_with(
+        &settings,
         repo_id,
         RepoType::Model,
         revision,
@@ -134,16 +332,10 @@ pub fn model_dir_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathB
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let api = build_api()?;
-        let repo_api = api.repo(Repo::with_revision(
-            repo_id.into(),
-            RepoType::Model,
-            revision.into(),
-        ));
+        let repo = Repo::with_revision(repo_id.into(), RepoType::Model, revision.into());
+        let api = build_api(&settings)?;
         for shard in shard_names(&index)? {
-            repo_api
-                .get(&shard)
-                .map_err(|e| hub_err(repo_id, &shard, e))?;
+            get_file(&settings, &api, &repo, repo_id, &shard)?;
         }
     }
     mark_absent_optional_files(&dir);
@@ -187,7 +379,7 @@ fn mark_absent_optional_files(snapshot: &Path) {
 }
 
 fn shard_names(index: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| EncoderError::io(index, e))?;
+    let text = EncoderError::read_text(index)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| EncoderError::malformed(index, e))?;
     let mut names: Vec<String> = v
@@ -211,14 +403,11 @@ fn shards_present(index: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn build_api() -> Result<hf_hub::api::sync::Api> {
-    let mut builder = ApiBuilder::from_cache(Cache::new(hub_cache_dir())).with_progress(true);
-    if let Some(endpoint) = non_empty_env("HF_ENDPOINT") {
-        builder = builder.with_endpoint(endpoint);
-    }
-    if let Some(token) = non_empty_env("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
-    }
+fn build_api(settings: &HubSettings) -> Result<hf_hub::api::sync::Api> {
+    let builder = ApiBuilder::from_cache(Cache::new(settings.cache.clone()))
+        .with_progress(false)
+        .with_endpoint(settings.endpoint.clone())
+        .with_token(settings.token.clone());
     builder.build().map_err(|e| EncoderError::Hub {
         repo: "<api>".into(),
         message: e.to_string(),
@@ -232,22 +421,29 @@ fn hub_err(repo: &str, file: &str, e: impl std::fmt::Display) -> EncoderError {
     }
 }
 
-/// A handle on a Hub repo plus its file listing.
+/// A handle on a Hub repo plus its file listing (within the metadata timeout).
 fn open_repo(
-    repo_id: &str,
+    settings: &HubSettings,
+    repo: &Repo,
     repo_type: RepoType,
-    revision: &str,
-) -> Result<(hf_hub::api::sync::ApiRepo, hf_hub::api::RepoInfo)> {
-    let api = build_api()?;
-    let repo_api = api.repo(Repo::with_revision(
-        repo_id.into(),
-        repo_type,
-        revision.into(),
-    ));
-    let info = repo_api
-        .info()
-        .map_err(|e| hub_err(repo_id, "<repo listing>", e))?;
-    Ok((repo_api, info))
+    repo_id: &str,
+) -> Result<(Api, hf_hub::api::RepoInfo)> {
+    let api = build_api(settings)?;
+    let kind = match repo_type {
+        RepoType::Model => "models",
+        RepoType::Dataset => "datasets",
+        RepoType::Space => "spaces",
+    };
+    let url = format!(
+        "{}/api/{kind}/{repo_id}/revision/{}",
+        settings.endpoint,
+        repo.revision()
+    );
+    let (listing, listed) = (api.clone(), repo.clone());
+    let info = with_timeouts(repo_id, &url, settings.timeouts, move |_, _| {
+        listing.repo(listed).info().map_err(|e| e.to_string())
+    })?;
+    Ok((api, info))
 }
 
 /// Download the wanted files of a Hub repo (model or dataset) into the shared cache, listing
@@ -258,7 +454,24 @@ pub fn fetch_repo(
     revision: &str,
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<PathBuf>> {
-    let (repo_api, info) = open_repo(repo_id, repo_type, revision)?;
+    fetch_repo_with(
+        &HubSettings::from_env()?,
+        repo_id,
+        repo_type,
+        revision,
+        wanted,
+    )
+}
+
+fn fetch_repo_with(
+    settings: &HubSettings,
+    repo_id: &str,
+    repo_type: RepoType,
+    revision: &str,
+    wanted: &[Wanted<'_>],
+) -> Result<Vec<PathBuf>> {
+    let repo = Repo::with_revision(repo_id.into(), repo_type, revision.into());
+    let (api, info) = open_repo(settings, &repo, repo_type, repo_id)?;
     let listed: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let mut out = Vec::new();
     for w in wanted {
@@ -281,7 +494,7 @@ pub fn fetch_repo(
             Wanted::Optional(f) => listed.contains(f).then_some(*f),
         };
         if let Some(name) = name {
-            out.push(repo_api.get(name).map_err(|e| hub_err(repo_id, name, e))?);
+            out.push(get_file(settings, &api, &repo, repo_id, name)?);
         }
     }
     Ok(out)
@@ -289,7 +502,8 @@ pub fn fetch_repo(
 
 /// List the files of a Hub repo (e.g. to pick `<subset>/<split>*.parquet` of a dataset).
 pub fn list_repo_files(repo_id: &str, repo_type: RepoType, revision: &str) -> Result<Vec<String>> {
-    let (_, info) = open_repo(repo_id, repo_type, revision)?;
+    let repo = Repo::with_revision(repo_id.into(), repo_type, revision.into());
+    let (_, info) = open_repo(&HubSettings::from_env()?, &repo, repo_type, repo_id)?;
     Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
 }
 
@@ -316,6 +530,72 @@ pub fn resolve_model(id_or_dir: &str, revision: Option<&str>) -> Result<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Hub endpoint that accepts the connection and never answers fails within the
+    /// timeout, naming the URL.
+    #[test]
+    fn a_silent_endpoint_times_out_naming_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accept and hold connections, never answering, for the test's length.
+        let held = std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for stream in listener.incoming().take(4) {
+                open.push(stream);
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let settings = HubSettings {
+            endpoint: format!("http://{addr}"),
+            cache: cache.path().to_path_buf(),
+            token: None,
+            timeouts: HubTimeouts {
+                metadata: Duration::from_millis(500),
+                download: Duration::from_millis(500),
+            },
+        };
+        let started = Instant::now();
+        let err = fetch_repo_with(
+            &settings,
+            "acme/silent",
+            RepoType::Model,
+            "main",
+            &[Wanted::Required("config.json")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            err.contains(&format!(
+                "http://{addr}/api/models/acme/silent/revision/main"
+            )) && err.contains("HF_HUB_ETAG_TIMEOUT"),
+            "{err}"
+        );
+        drop(held);
+    }
+
+    #[test]
+    fn timeouts_come_from_the_environment_variables_huggingface_hub_reads() {
+        // Only this test sets these variables.
+        std::env::set_var("HF_HUB_DOWNLOAD_TIMEOUT", "2.5");
+        std::env::set_var("HF_HUB_ETAG_TIMEOUT", "");
+        let t = HubTimeouts::from_env().unwrap();
+        assert_eq!(t.download, Duration::from_millis(2500));
+        assert_eq!(t.metadata, Duration::from_secs(10));
+        std::env::set_var("HF_HUB_ETAG_TIMEOUT", "soon");
+        let err = HubTimeouts::from_env().unwrap_err().to_string();
+        assert!(
+            err.contains("HF_HUB_ETAG_TIMEOUT") && err.contains("soon"),
+            "{err}"
+        );
+        std::env::remove_var("HF_HUB_ETAG_TIMEOUT");
+        std::env::remove_var("HF_HUB_DOWNLOAD_TIMEOUT");
+    }
 
     /// A model laid out in the Python cache format is found without network.
     #[test]

@@ -152,12 +152,13 @@ fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig> {
     if !path.exists() {
         return Ok(TokenizerConfig::default());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| EncoderError::io(path, e))?;
+    let text = EncoderError::read_text(path)?;
     serde_json::from_str(&text).map_err(|e| EncoderError::malformed(path, e))
 }
 
 /// Read a text file, reporting invalid UTF-8 with its byte offset and line.
 pub(crate) fn read_utf8(path: &Path) -> Result<String> {
+    EncoderError::check_regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| EncoderError::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
@@ -217,6 +218,18 @@ impl PairTokenizer {
     ) -> Result<Self> {
         let text = read_utf8(path)?;
         let mut inner = Tokenizer::from_str(&text).map_err(|e| EncoderError::malformed(path, e))?;
+        // Without a post-processor no [CLS]/[SEP] is added, and a model trained with them
+        // would score inputs it never saw, without a word: refuse.
+        if inner.get_post_processor().is_none() {
+            return Err(EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                field: "post_processor".into(),
+                value: "null".into(),
+                reason: "the tokenizer would add no special tokens ([CLS], [SEP]) to the \
+                         model's inputs; give the tokenizer.json the model was trained with"
+                    .into(),
+            });
+        }
         inner.with_padding(None);
         inner
             .with_truncation(None)
@@ -507,11 +520,17 @@ impl PairTokenizer {
 
     /// The tokens of `text` (no special tokens) when only its first `need` matter: all of
     /// them for a short text or a tokenizer that cannot be cut ([`Head::Complete`]);
-    /// otherwise those of a prefix that ends at a word end and holds at least
-    /// `need + HEAD_MARGIN` tokens ([`Head::Partial`]), the same as the text's own first
-    /// tokens. The prefix starts at 8 bytes a token and doubles while it holds too few, so
-    /// a text with fewer tokens than its length suggests costs at most about three passes
-    /// over the whole text.
+    /// otherwise those of a prefix that holds at least `need + HEAD_MARGIN` tokens
+    /// ([`Head::Partial`]). The prefix starts at 8 bytes a token and doubles while it holds too
+    /// few, so a text with fewer tokens than its length suggests costs at most about three
+    /// passes over the whole text.
+    ///
+    /// The prefix ends at a word end within [`WORD_END_REACH`] bytes of the guess, and then
+    /// its tokens are the text's own first tokens. A text with no word end there (a run of
+    /// CJK characters, which a byte-level BPE reads as one word; words joined by commas with
+    /// no space) is cut at a character boundary instead, so its cost stays bounded by what is
+    /// needed too: only the tokens next to the cut can differ from the whole text's, and the
+    /// prefix holds `HEAD_MARGIN` tokens more than are kept (in practice hundreds more).
     fn encode_head(
         &self,
         text: &str,
@@ -528,9 +547,11 @@ impl PairTokenizer {
         let want = need.saturating_add(HEAD_MARGIN);
         let mut guess = want.saturating_mul(8).max(4096);
         while self.words_alone && guess < text.len() {
-            let Some(cut) = word_end_from(text, guess) else {
+            let reach = guess.saturating_add(WORD_END_REACH);
+            let cut = word_end_from(text, guess, reach).unwrap_or_else(|| char_floor(text, reach));
+            if cut >= text.len() {
                 break;
-            };
+            }
             let enc = encode(&text[..cut])?;
             if enc.len() >= want {
                 return Ok(Head::Partial(enc));
@@ -690,11 +711,25 @@ impl Head {
     }
 }
 
-/// The first byte position at or after `from` where a word ends: an ASCII space, tab or line
+/// How far past the guessed cut `encode_head` looks for a word end before it cuts a word.
+const WORD_END_REACH: usize = 4096;
+
+/// The largest char boundary of `text` at or below `i` (the text's length past its end).
+fn char_floor(text: &str, i: usize) -> usize {
+    if i >= text.len() {
+        return text.len();
+    }
+    (0..=i)
+        .rev()
+        .find(|&p| text.is_char_boundary(p))
+        .unwrap_or(0)
+}
+
+/// The first byte position in `from..until` where a word ends: an ASCII space, tab or line
 /// break right after a letter or digit. `None` when there is none.
-fn word_end_from(text: &str, from: usize) -> Option<usize> {
+fn word_end_from(text: &str, from: usize, until: usize) -> Option<usize> {
     let bytes = text.as_bytes();
-    (from.max(1)..bytes.len()).find(|&p| {
+    (from.max(1)..bytes.len().min(until)).find(|&p| {
         // An ASCII byte is always a char boundary in UTF-8.
         matches!(bytes[p], b' ' | b'\t' | b'\n' | b'\r')
             && text[..p]
@@ -758,7 +793,7 @@ fn tokenizes_words_alone(tokenizer: &Tokenizer) -> bool {
     let added_within_words = tokenizer
         .get_added_tokens_decoder()
         .values()
-        .any(|t| word_end_from(&t.content, 0).is_some());
+        .any(|t| word_end_from(&t.content, 0, usize::MAX).is_some());
     local_normalizer && splits_words && !added_within_words
 }
 
@@ -922,14 +957,70 @@ mod tests {
         assert!(partial >= 3 * (texts.len() - 1), "{partial}");
     }
 
+    /// Texts without a word end for kilobytes (a CJK run, words joined by commas) are cut
+    /// inside a word, and their first tokens still equal the whole text's: the work stays
+    /// bounded by what is needed.
+    #[test]
+    fn texts_without_word_ends_are_tokenised_in_part_too() {
+        let shared = tantivy_rerank_testdata::shared_dir();
+        let cjk = "東京は日本の首都であり、世界最大級の都市圏を形成する。中华人民共和国的首都是北京，                   一座有三千多年历史的城市。서울은대한민국의수도이다。"
+            .repeat(600);
+        let commas = (0..20_000)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for dir in [
+            "models/modernbert-tokenizer",
+            "models/ms-marco-MiniLM-L-6-v2-config",
+            "models/bert-base-multilingual-uncased",
+        ] {
+            let tok = PairTokenizer::from_dir(&shared.join(dir)).unwrap();
+            let whole = PairTokenizer {
+                words_alone: false,
+                ..tok.clone()
+            };
+            for (what, text) in [("cjk", &cjk), ("commas", &commas)] {
+                assert!(text.len() > 50_000 && word_end_from(text, 0, usize::MAX).is_none());
+                for need in [8, 300, 510] {
+                    let head = tok.encode_head(text, need, true).unwrap();
+                    assert!(head.is_partial(), "{dir} {what}: bounded");
+                    let spans = tok.token_spans_head(text, need).unwrap();
+                    let all = whole.token_spans(text).unwrap();
+                    assert!(spans.len() < all.len() / 4, "{dir} {what}: {}", spans.len());
+                    assert_eq!(spans[..need], all[..need], "{dir} {what} need {need}");
+                }
+                let (t, w) = (
+                    tok.with_truncation(512, Truncation::LongestFirst).unwrap(),
+                    whole
+                        .with_truncation(512, Truncation::LongestFirst)
+                        .unwrap(),
+                );
+                assert_eq!(
+                    t.encode_single(text).unwrap(),
+                    w.encode_single(text).unwrap()
+                );
+                assert_eq!(
+                    t.encode_pair("東京 query", text).unwrap(),
+                    w.encode_pair("東京 query", text).unwrap(),
+                    "{dir} {what}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn word_ends_and_which_tokenizers_may_be_cut() {
-        assert_eq!(word_end_from("ab cd", 0), Some(2));
-        assert_eq!(word_end_from("ab  cd ", 3), Some(6));
-        assert_eq!(word_end_from("ab, cd", 0), None);
-        assert_eq!(word_end_from("ab,cd ef", 0), Some(5));
-        assert_eq!(word_end_from("é\tx", 0), Some(2));
-        assert_eq!(word_end_from("abc", 0), None);
+        let end = |t: &str, from| word_end_from(t, from, usize::MAX);
+        assert_eq!(end("ab cd", 0), Some(2));
+        assert_eq!(end("ab  cd ", 3), Some(6));
+        assert_eq!(end("ab, cd", 0), None);
+        assert_eq!(end("ab,cd ef", 0), Some(5));
+        assert_eq!(end("é\tx", 0), Some(2));
+        assert_eq!(end("abc", 0), None);
+        // Only within reach.
+        assert_eq!(word_end_from("abcdef gh", 0, 4), None);
+        assert_eq!(char_floor("aé", 2), 1);
+        assert_eq!(char_floor("aé", 9), 3);
         let json = |pre: &str, added: &str| {
             format!(
                 r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[{added}],

@@ -22,11 +22,12 @@ impl WeightFiles {
     pub fn find(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         if single.exists() {
+            EncoderError::check_regular(&single)?;
             return Ok(WeightFiles::Safetensors(vec![single]));
         }
         let index = dir.join("model.safetensors.index.json");
         if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| EncoderError::io(&index, e))?;
+            let text = EncoderError::read_text(&index)?;
             let json: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&index, e))?;
             let map = json
@@ -35,20 +36,44 @@ impl WeightFiles {
                 .ok_or_else(|| {
                     EncoderError::malformed(&index, "missing object field weight_map")
                 })?;
-            let mut files: Vec<PathBuf> = map
-                .values()
-                .filter_map(|v| v.as_str())
-                .map(|f| dir.join(f))
-                .collect();
+            let mut files: Vec<PathBuf> = Vec::with_capacity(map.len().min(1024));
+            for (tensor, file) in map {
+                let name = file.as_str().ok_or_else(|| {
+                    EncoderError::malformed(
+                        &index,
+                        format!("weight_map[{tensor:?}] is not a file name"),
+                    )
+                })?;
+                // Shards live in the model directory: a path that climbs out of it (or is
+                // absolute) would read files the caller never named.
+                let inside = !name.is_empty()
+                    && Path::new(name)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(EncoderError::malformed(
+                        &index,
+                        format!(
+                            "weight_map[{tensor:?}] = {name:?} is not a file inside {}",
+                            dir.display()
+                        ),
+                    ));
+                }
+                files.push(dir.join(name));
+            }
             files.sort();
             files.dedup();
             if files.is_empty() {
                 return Err(EncoderError::malformed(&index, "weight_map is empty"));
             }
+            for f in &files {
+                EncoderError::check_regular(f)?;
+            }
             return Ok(WeightFiles::Safetensors(files));
         }
         let bin = dir.join("pytorch_model.bin");
         if bin.exists() {
+            EncoderError::check_regular(&bin)?;
             return Ok(WeightFiles::Pytorch(bin));
         }
         Err(EncoderError::MissingFile {

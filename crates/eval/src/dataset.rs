@@ -249,7 +249,9 @@ pub fn load_beir(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
         })
     })?;
     let qrels = read_qrels(&qrels_path, &mut issues)?;
-    let name = dir
+    // `data/scifact/..` names `data`, not `..`.
+    let resolved = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let name = resolved
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());

@@ -201,10 +201,63 @@ impl EvalReport {
                 .collect(),
         };
         for (dataset, run) in runs {
-            let path = dir.join(format!("{dataset}.{}.trec", run.system));
+            let path = dir.join(run_file_name(dataset, &run.system));
             run.write_trec(&path)?;
             written.push(path);
         }
         Ok(written)
+    }
+}
+
+/// The run file name of a dataset's system: one plain file name, whatever the dataset's name
+/// holds (`..`, `/`, a drive prefix), so every file lands inside the output directory.
+pub(crate) fn run_file_name(dataset: &str, system: &str) -> String {
+    let clean = |s: &str| -> String {
+        let kept: String = s
+            .chars()
+            .map(|c| match c {
+                '/' | '\\' | ':' | '\0' => '_',
+                c if c.is_control() => '_',
+                c => c,
+            })
+            .collect();
+        // With no separator left, only a name of dots (`.`, `..`) could leave the directory.
+        if kept.chars().all(|c| c == '.') {
+            "dataset".to_string()
+        } else {
+            kept
+        }
+    };
+    format!("{}.{}.trec", clean(dataset), clean(system))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_file_name;
+
+    #[test]
+    fn run_files_stay_in_the_output_directory() {
+        assert_eq!(run_file_name("scifact", "bm25"), "scifact.bm25.trec");
+        assert_eq!(
+            run_file_name("scifact", "rerank[a > b]"),
+            "scifact.rerank[a > b].trec"
+        );
+        for evil in [
+            "..",
+            "../..",
+            "/etc/passwd",
+            "a/../../b",
+            "C:\\x",
+            ".hidden",
+            "\0x",
+        ] {
+            let name = run_file_name(evil, "bm25");
+            let p = std::path::Path::new(&name);
+            assert_eq!(p.components().count(), 1, "{evil}: {name}");
+            assert!(
+                matches!(p.components().next(), Some(std::path::Component::Normal(_))),
+                "{evil}: {name}"
+            );
+        }
     }
 }

@@ -134,6 +134,34 @@ pub enum SearchError {
         /// Why it is invalid.
         reason: &'static str,
     },
+    /// A query string that the query parser cannot take safely (see
+    /// [`check_query`](crate::check_query)).
+    #[error("query refused: {reason}")]
+    InvalidQuery {
+        /// Why.
+        reason: String,
+    },
+    /// tantivy panicked on what it read from the index (a corrupted segment file); the
+    /// index cannot be used as it is.
+    #[error("the index at {path} looks corrupted: tantivy failed while {context}: {message}")]
+    Corrupted {
+        /// The index directory.
+        path: PathBuf,
+        /// What was being done.
+        context: String,
+        /// tantivy's panic message.
+        message: String,
+    },
+    /// A file of the index directory lists something outside it.
+    #[error("{path} lists {entry:?}: {reason}; refusing to open the index (its cleanup would delete that file)")]
+    UnsafeIndexFile {
+        /// The file (`.managed.json`).
+        path: PathBuf,
+        /// The entry.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The reranker failed for a query.
     #[error("reranking query {query:?} failed: {source}")]
     Rerank {

@@ -484,6 +484,7 @@ pub(crate) fn read_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn parse(line: &str) -> Result<Option<Record>> {
         parse_line(
@@ -606,5 +607,57 @@ mod tests {
         assert_eq!((d.title.as_str(), d.body.as_str()), ("Only", ""));
         let e = article_from_text(root, Path::new("/r/e.md"), "#  \n".into());
         assert_eq!((e.title.as_str(), e.body.as_str()), ("e", "#  \n"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any bytes: a record, a blank line or an error naming the line, never a panic.
+        #[test]
+        fn any_line_parses_or_names_its_line(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            match parse_line(&raw, &FieldMapping::beir(), Path::new("c.jsonl"), 5) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(e.to_string().contains("c.jsonl:5"), "{}", e),
+            }
+        }
+
+        /// Any JSON value in the fields: strings and null are text, everything else an error.
+        #[test]
+        fn field_types_follow_the_rules(
+            id in proptest::prop_oneof![
+                "[a-z0-9]{1,12}".prop_map(serde_json::Value::from),
+                (0u64..1_000_000).prop_map(serde_json::Value::from),
+                proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+                proptest::bool::ANY.prop_map(serde_json::Value::from),
+            ],
+            title in json_leaf(),
+            text in json_leaf(),
+        ) {
+            let line = serde_json::json!({"_id": id, "title": title, "text": text}).to_string();
+            let got = parse_line(line.as_bytes(), &FieldMapping::beir(), Path::new("c"), 1);
+            let text_ok = |v: &serde_json::Value| v.is_string() || v.is_null();
+            let id_ok = id.is_string() || id.is_u64() || id.is_i64();
+            match got {
+                Ok(Some(r)) => {
+                    proptest::prop_assert!(id_ok && text_ok(&title) && text_ok(&text));
+                    proptest::prop_assert_eq!(r.article.body.as_str(), text.as_str().unwrap_or(""));
+                    proptest::prop_assert_eq!(r.article.title.as_str(), title.as_str().unwrap_or(""));
+                }
+                Ok(None) => proptest::prop_assert!(false, "a record is no blank line"),
+                Err(_) => proptest::prop_assert!(!(id_ok && text_ok(&title) && text_ok(&text))),
+            }
+        }
+    }
+
+    fn json_leaf() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,30}".prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+            proptest::bool::ANY.prop_map(serde_json::Value::from),
+            Just(serde_json::json!(["a", "b"])),
+            Just(serde_json::json!({"x": 1})),
+        ]
     }
 }

@@ -22,6 +22,7 @@ use crate::import::{
     id_problem, read_dir, read_jsonl, Article, FieldMapping, ImportOptions, ImportReport,
 };
 use crate::loader::{first_str, DocLoader};
+use crate::query_check::check_query;
 use crate::rerank::{Hit, RerankResults, Timings};
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
 
@@ -127,9 +128,12 @@ impl ArticleIndex {
                 path: path.to_path_buf(),
             });
         }
-        let index = Index::open_in_dir(path)
-            .map_err(SearchError::tantivy(format!("opening {}", path.display())))?;
-        Self::from_index(path, index)
+        check_managed_files(path)?;
+        guarded(path, "opening the index", || {
+            let index = Index::open_in_dir(path)
+                .map_err(SearchError::tantivy(format!("opening {}", path.display())))?;
+            Self::from_index(path, index)
+        })
     }
 
     /// Create a new index in `path` (created if missing). Fails if it already holds one.
@@ -207,6 +211,12 @@ impl ArticleIndex {
 
     /// True when a live document has the id `id`.
     pub fn contains_id(&self, id: &str) -> Result<bool> {
+        guarded(&self.path, "looking up an id", || {
+            self.contains_id_unguarded(id)
+        })
+    }
+
+    fn contains_id_unguarded(&self, id: &str) -> Result<bool> {
         let query = TermQuery::new(
             Term::from_field_text(self.fields.id, id),
             IndexRecordOption::Basic,
@@ -310,6 +320,15 @@ impl ArticleIndex {
     where
         F: FnOnce(&mut dyn FnMut(Article) -> Result<()>, &mut ImportReport) -> Result<()>,
     {
+        guarded(&self.path, "importing", || {
+            self.import_unguarded(options, produce)
+        })
+    }
+
+    fn import_unguarded<F>(&self, options: &ImportOptions, produce: F) -> Result<ImportReport>
+    where
+        F: FnOnce(&mut dyn FnMut(Article) -> Result<()>, &mut ImportReport) -> Result<()>,
+    {
         let start = Instant::now();
         let mut writer = self.writer(options)?;
         // The writer lock keeps every other writer out until the commit, so the latest
@@ -410,7 +429,9 @@ impl ArticleIndex {
 
     // ---------------------------------------------------------------- search
 
-    /// Parse `query` leniently (syntax errors are logged at debug and never fail).
+    /// Parse `query` leniently (syntax errors are logged at debug and never fail), after
+    /// [`check_query`](crate::check_query): a query nested too deep or with an absurd boost is
+    /// [`SearchError::InvalidQuery`].
     ///
     /// `None` (no hits) for a query with no searchable terms: empty, whitespace, or words
     /// that the analyzer removes entirely (stop words such as `the` or `is it`, or stray
@@ -418,7 +439,12 @@ impl ArticleIndex {
     /// every document without those terms, as tantivy's parser does; one whose negated terms
     /// are all removed (`-the`) has nothing to search and is `None` too. An explicit `*`
     /// still matches every document.
-    pub fn parse_query(&self, query: &str) -> Option<Box<dyn Query>> {
+    pub fn parse_query(&self, query: &str) -> Result<Option<Box<dyn Query>>> {
+        check_query(query)?;
+        Ok(self.parse_checked(query))
+    }
+
+    fn parse_checked(&self, query: &str) -> Option<Box<dyn Query>> {
         if query.trim().is_empty() {
             return None;
         }
@@ -499,13 +525,19 @@ impl ArticleIndex {
     /// # Ok(()) }
     /// ```
     pub fn search(&self, query: &str, options: &SearchOptions<'_>) -> Result<SearchResults> {
+        guarded(&self.path, "searching", || {
+            self.search_unguarded(query, options)
+        })
+    }
+
+    fn search_unguarded(&self, query: &str, options: &SearchOptions<'_>) -> Result<SearchResults> {
         let started = Instant::now();
         check_top_n(options.top_n)?;
         if let Some(cascade) = options.rerank {
             cascade.validate()?;
         }
         let searcher = self.reader.searcher();
-        let Some(q) = self.parse_query(query) else {
+        let Some(q) = self.parse_query(query)? else {
             return Ok(RerankResults::empty(query));
         };
         let limit = match options.rerank {
@@ -620,6 +652,65 @@ impl DocLoader for ArticleLoader {
             Cow::Owned(format!("{}\n{}", doc.title, doc.body))
         }
     }
+}
+
+/// Run `f`, turning a panic (tantivy panics on some corrupted segment data: an index out of
+/// bounds, a failed unwrap) into [`SearchError::Corrupted`] naming the index. What tantivy
+/// detects itself (checksums of `meta.json`, missing files) is its own error; corruption that
+/// reads as valid data is not detected. A panic on a tantivy background thread (merging)
+/// surfaces as the writer's error at commit.
+fn guarded<T>(path: &Path, context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            tracing::error!(path = %path.display(), context, message, "tantivy panicked");
+            Err(SearchError::Corrupted {
+                path: path.to_path_buf(),
+                context: context.to_string(),
+                message,
+            })
+        }
+    }
+}
+
+/// Refuse an index whose `.managed.json` lists a file outside its directory: tantivy's
+/// garbage collection deletes listed files it no longer uses, so a hand-edited entry such
+/// as `../../important` would be deleted by the next import.
+fn check_managed_files(path: &Path) -> Result<()> {
+    let file = path.join(".managed.json");
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(SearchError::io(&file)(e)),
+    };
+    let bad = |entry: String, reason: &str| SearchError::UnsafeIndexFile {
+        path: file.clone(),
+        entry,
+        reason: reason.to_string(),
+    };
+    let entries: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+        bad(
+            crate::error::abridge(&text, 60),
+            &format!("not a JSON list of file names: {e}"),
+        )
+    })?;
+    for entry in entries {
+        let p = Path::new(&entry);
+        let plain = p.components().count() == 1
+            && matches!(p.components().next(), Some(std::path::Component::Normal(_)));
+        if !plain {
+            return Err(bad(
+                entry,
+                "it is not a plain file name inside the index directory",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Live documents of a searcher: the most a first stage can return (tantivy preallocates a

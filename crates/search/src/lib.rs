@@ -40,6 +40,7 @@ mod import;
 mod index;
 mod loader;
 mod passages;
+mod query_check;
 mod rerank;
 mod reranker;
 mod schema;
@@ -56,6 +57,7 @@ pub use index::{
 };
 pub use loader::{DocLoader, StoredText};
 pub use passages::{split_passages, split_spans, PassageOptions};
+pub use query_check::{check_query, MAX_QUERY_BOOST, MAX_QUERY_DEPTH};
 pub use rerank::{
     Aggregation, Combination, Hit, PassageHit, RerankOptions, RerankResults, StageOptions,
     StageReport, Timings,

@@ -106,20 +106,28 @@ where
     }
 }
 
-/// Load a model as a [`Reranker`]: a cross-encoder (sequence-classification checkpoint), or,
-/// when the checkpoint is a plain encoder, an embedding model scoring by cosine similarity
-/// (with the options that apply to one). `id_or_dir` is a local directory or a Hugging Face
-/// Hub id.
+/// Load a model as a [`Reranker`]: a cross-encoder (sequence-classification checkpoint) with
+/// `cross`, or, when the checkpoint is a plain encoder, an embedding model scoring by cosine
+/// similarity with `bi`. `id_or_dir` is a local directory or a Hugging Face Hub id.
+///
+/// ```no_run
+/// use tantivy_rerank_encoders::{BiEncoderOptions, CrossEncoderOptions};
+/// let cross = CrossEncoderOptions::default();
+/// let bi = BiEncoderOptions::from(&cross).embedding_cache(0);
+/// let reranker = tantivy_rerank_search::load_model_reranker("models/any", cross, bi)?;
+/// # Ok::<(), tantivy_rerank_encoders::EncoderError>(())
+/// ```
 #[cfg(feature = "encoders")]
 pub fn load_model_reranker(
     id_or_dir: &str,
-    options: tantivy_rerank_encoders::CrossEncoderOptions,
+    cross: tantivy_rerank_encoders::CrossEncoderOptions,
+    bi: tantivy_rerank_encoders::BiEncoderOptions,
 ) -> Result<Box<dyn Reranker>, tantivy_rerank_encoders::EncoderError> {
     use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, EncoderError};
-    match CrossEncoder::load(id_or_dir, options.clone()) {
+    match CrossEncoder::load(id_or_dir, cross) {
         Ok(m) => Ok(Box::new(m)),
         Err(EncoderError::UnsupportedArchitecture { .. }) => {
-            Ok(Box::new(BiEncoder::load(id_or_dir, (&options).into())?))
+            Ok(Box::new(BiEncoder::load(id_or_dir, bi)?))
         }
         Err(e) => Err(e),
     }

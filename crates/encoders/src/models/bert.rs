@@ -72,6 +72,16 @@ impl Bert {
                 reason: "only absolute position embeddings are supported".into(),
             });
         }
+        super::check_dims(
+            &cfg.path,
+            &[
+                ("hidden_size", config.hidden_size),
+                ("intermediate_size", config.intermediate_size),
+                ("vocab_size", config.vocab_size),
+                ("type_vocab_size", config.type_vocab_size),
+                ("num_attention_heads", config.num_attention_heads),
+            ],
+        )?;
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(EncoderError::InvalidConfig {
                 path: cfg.path.clone(),
@@ -95,6 +105,12 @@ impl Bert {
         } else {
             w.clone()
         };
+        super::check_layer_count(
+            &root,
+            config.num_hidden_layers,
+            |i| format!("encoder.layer.{i}.attention.output.dense.weight"),
+            &cfg.path,
+        )?;
         let h = config.hidden_size;
         let e = root.pp("embeddings");
         let embeddings = Embeddings {

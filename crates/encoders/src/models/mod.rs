@@ -138,6 +138,71 @@ impl LayerNorm {
     }
 }
 
+/// The largest dimension a config may give (hidden, intermediate, vocabulary sizes): far
+/// above any real model, and small enough that products of two or three never overflow.
+const MAX_DIM: usize = 1 << 24;
+
+/// Check the sizes in `dims` (`(field, value)` from `path`) before any shape or buffer is
+/// computed from them: each between 1 and [`MAX_DIM`].
+pub(crate) fn check_dims(path: &Path, dims: &[(&str, usize)]) -> Result<()> {
+    for &(field, value) in dims {
+        if value == 0 || value > MAX_DIM {
+            return Err(EncoderError::InvalidConfig {
+                path: path.to_path_buf(),
+                field: field.into(),
+                value: value.to_string(),
+                reason: format!("must be between 1 and {MAX_DIM}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The most layers a config may ask for (no model has close to this many).
+const MAX_LAYERS: usize = 4_096;
+
+/// Check `num_hidden_layers` (`n`, from `path`) against the checkpoint before anything is
+/// sized by it: `layer(i)` names a tensor every layer `i` has. Every layer the config names
+/// must be there, and no more: a config of fewer layers than the checkpoint holds would run a
+/// truncated model without a word.
+pub(crate) fn check_layer_count(
+    w: &Weights,
+    n: usize,
+    layer: impl Fn(usize) -> String,
+    path: &Path,
+) -> Result<()> {
+    let held = || {
+        (0..MAX_LAYERS)
+            .take_while(|&i| w.contains(&layer(i)))
+            .count()
+    };
+    let err = |reason: String| EncoderError::InvalidConfig {
+        path: path.to_path_buf(),
+        field: "num_hidden_layers".into(),
+        value: n.to_string(),
+        reason,
+    };
+    if n == 0 {
+        return Err(err("must be at least 1".into()));
+    }
+    if n > MAX_LAYERS || !w.contains(&layer(n - 1)) {
+        return Err(err(format!(
+            "the checkpoint {} holds {} layers (no {})",
+            w.file().display(),
+            held(),
+            layer(n.min(MAX_LAYERS) - 1)
+        )));
+    }
+    if w.contains(&layer(n)) {
+        return Err(err(format!(
+            "the checkpoint {} holds {} layers: the model would run truncated to the first {n}",
+            w.file().display(),
+            held()
+        )));
+    }
+    Ok(())
+}
+
 /// How the token states of a sequence become one vector: for a classification head
 /// (ModernBERT's `classifier_pooling`) and for an embedding model (sentence-transformers'
 /// `Pooling` module) alike.

@@ -19,6 +19,9 @@ struct Rope {
     sin: Tensor,
 }
 
+/// The most positions a RoPE table is built for (ModernBERT uses 8,192).
+const MAX_ROPE_POSITIONS: usize = 1 << 20;
+
 impl Rope {
     /// Computed in f32 exactly as transformers does (`inv_freq` then `pos * inv_freq`).
     fn new(
@@ -115,6 +118,15 @@ impl ModernBert {
     /// classifier.
     pub fn load(cfg: &ModelConfig, w: &Weights, with_head: Option<usize>) -> Result<Self> {
         let config: ModernBertConfig = cfg.parse()?;
+        super::check_dims(
+            &cfg.path,
+            &[
+                ("hidden_size", config.hidden_size),
+                ("intermediate_size", config.intermediate_size),
+                ("vocab_size", config.vocab_size),
+                ("num_attention_heads", config.num_attention_heads),
+            ],
+        )?;
         let h = config.hidden_size;
         if config.num_attention_heads == 0 || h % config.num_attention_heads != 0 {
             return Err(EncoderError::InvalidConfig {
@@ -136,7 +148,6 @@ impl ModernBert {
             });
         }
         let act = Activation::parse(&config.hidden_activation, "hidden_activation", &cfg.path)?;
-        let kinds = config.layer_attention(&cfg.path)?;
         // ModernBertForSequenceClassification stores the encoder under `model.`; a plain
         // ModernBertModel (embedding checkpoints) stores it at the root.
         let root = if w.contains("model.embeddings.tok_embeddings.weight") {
@@ -144,6 +155,22 @@ impl ModernBert {
         } else {
             w.clone()
         };
+        super::check_layer_count(
+            &root,
+            config.num_hidden_layers,
+            |i| format!("layers.{i}.attn.Wo.weight"),
+            &cfg.path,
+        )?;
+        // RoPE tables are built for every position: bound them before allocating.
+        if config.max_position_embeddings > MAX_ROPE_POSITIONS {
+            return Err(EncoderError::InvalidConfig {
+                path: cfg.path.clone(),
+                field: "max_position_embeddings".into(),
+                value: config.max_position_embeddings.to_string(),
+                reason: format!("RoPE tables are built for at most {MAX_ROPE_POSITIONS} positions"),
+            });
+        }
+        let kinds = config.layer_attention(&cfg.path)?;
         let eps = config.norm_eps;
         let nb = config.norm_bias;
         let tok_embeddings = candle_nn::Embedding::new(
