@@ -219,6 +219,7 @@ impl Server {
             .route("/health", get(handlers::health))
             .route("/metrics", get(handlers::metrics))
             .fallback(handlers::not_found)
+            .layer(middleware::from_fn_with_state(state.clone(), limit_payload))
             .layer(middleware::from_fn(count_requests))
             .layer(DefaultBodyLimit::max(state.options.payload_limit))
             .layer(TimeoutLayer::with_status_code(
@@ -279,6 +280,47 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutdown signal: finishing the requests in flight");
+}
+
+/// How much of an oversized body is read (and dropped) before the 413 answer, so that a
+/// client that writes its whole body before reading can read the answer instead of finding
+/// the connection closed mid-write.
+const DRAIN_MAX: usize = 64 << 20;
+
+/// 413 for a body whose declared length is over the payload limit, after draining it (up to
+/// [`DRAIN_MAX`]). A body without a declared length is cut at the limit by the JSON reader
+/// (also 413).
+async fn limit_payload(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let limit = state.options.payload_limit;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
+        return next.run(request).await;
+    };
+    let mut body = request.into_body();
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > DRAIN_MAX {
+            break;
+        }
+    }
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        error_type: ErrorType::Validation,
+        message: format!(
+            "the request body of {declared} bytes is over the payload limit of {limit} bytes"
+        ),
+    }
+    .into_response()
 }
 
 /// 429 when `max_concurrent_requests` are in flight.
