@@ -52,11 +52,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv-bench"
 REQUIREMENTS = ROOT / "scripts" / "requirements-bench.txt"
+REQUIREMENTS_ORT = ROOT / "scripts" / "requirements-bench-ort.txt"
 
 
 def pinned() -> dict[str, str]:
     pins = {}
-    for line in REQUIREMENTS.read_text().splitlines():
+    for line in REQUIREMENTS.read_text().splitlines() + REQUIREMENTS_ORT.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
@@ -91,7 +92,8 @@ def ensure_environment(args: argparse.Namespace) -> None:
     if not (VENV / "bin" / "python").exists():
         print(f"creating {VENV} from {REQUIREMENTS} (once)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-r", str(REQUIREMENTS),
+                        "-r", str(REQUIREMENTS_ORT)], check=True)
     python = str(VENV / "bin" / "python")
     os.execv(python, [python, __file__, *sys.argv[1:]])
 
@@ -193,6 +195,119 @@ def st_worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def ort_worker(args: argparse.Namespace) -> None:
+    """Runs in its own process: the model exported to ONNX from transformers, optimised with
+    ONNX Runtime's transformer optimizer (BERT fusions; plain graph optimisations for other
+    architectures), checked against transformers' logits, then timed on length-sorted batches
+    (padded per batch) with `threads` intra-op threads. Prints one JSON line."""
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    hf = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    config = json.loads((Path(args.model) / "config.json").read_text())
+    max_length = min(args.max_length, config.get("max_position_embeddings", args.max_length))
+    tmp = Path(tempfile.mkdtemp(prefix="ort-bench-"))
+    raw_path, opt_path = tmp / "model.onnx", tmp / "model.opt.onnx"
+    sample = tok(["what is it"] * 2, ["a short passage", "a somewhat longer passage of text here"],
+                 truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    axes = {n: {0: "batch", 1: "seq"} for n in names}
+    axes["logits"] = {0: "batch"}
+    export_kwargs = dict(input_names=names, output_names=["logits"], dynamic_axes=axes, opset_version=17)
+    with torch.no_grad():
+        try:
+            torch.onnx.export(hf, tuple(sample[n] for n in names), str(raw_path), dynamo=False, **export_kwargs)
+        except TypeError:
+            torch.onnx.export(hf, tuple(sample[n] for n in names), str(raw_path), **export_kwargs)
+    fused = "none"
+    try:
+        from onnxruntime.transformers import optimizer
+
+        if config.get("model_type") == "bert":
+            heads, hidden = config["num_attention_heads"], config["hidden_size"]
+            opt = optimizer.optimize_model(str(raw_path), model_type="bert", num_heads=heads, hidden_size=hidden)
+            opt.save_model_to_file(str(opt_path))
+            fused = "bert fusions: " + ", ".join(f"{k} {v}" for k, v in opt.get_fused_operator_statistics().items() if v)
+        else:
+            opt_path = raw_path
+            fused = "graph optimisations only (no transformer fusions for this architecture)"
+    except Exception as e:  # the plain export still runs; say so
+        opt_path = raw_path
+        fused = f"optimizer failed ({e}); plain export"
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(opt_path), so, providers=["CPUExecutionProvider"])
+
+    def run(pairs: list[tuple[str, str]]) -> np.ndarray:
+        enc = tok([q for q, _ in pairs], [p for _, p in pairs], truncation=True, max_length=max_length)
+        order = sorted(range(len(pairs)), key=lambda i: len(enc["input_ids"][i]))
+        out = np.zeros((len(pairs), config.get("num_labels", len(config.get("id2label", {0: 0})))),
+                       dtype=np.float32)
+        rows = []
+        for b in range(0, len(order), args.batch_size):
+            idx = order[b:b + args.batch_size]
+            width = max(len(enc["input_ids"][i]) for i in idx)
+            feed = {}
+            for n in names:
+                pad = tok.pad_token_id if n == "input_ids" else 0
+                feed[n] = np.array([enc[n][i] + [pad] * (width - len(enc[n][i])) for i in idx], dtype=np.int64)
+            logits = session.run(["logits"], feed)[0]
+            rows.append((idx, logits))
+        out = np.zeros((len(pairs), rows[0][1].shape[1]), dtype=np.float32)
+        for idx, logits in rows:
+            out[idx] = logits
+        return out
+
+    # The export must reproduce transformers before it is timed.
+    first_q, first_p = load_workload(args.workload[0])[0]
+    check = [(first_q, p) for p in first_p[:8]]
+    with torch.no_grad():
+        enc = tok([q for q, _ in check], [p for _, p in check], truncation=True, max_length=max_length,
+                  padding=True, return_tensors="pt")
+        want = hf(**enc).logits.float().numpy()
+    got = run(check)
+    max_diff = float(np.abs(got - want).max())
+    if not max_diff < 1e-3:
+        raise SystemExit(f"the ONNX export does not reproduce transformers: max |logit diff| {max_diff}")
+    out = {"workloads": [], "max_abs_logit_diff": max_diff, "optimizer": fused,
+           "onnxruntime": ort.__version__, "threads": args.threads}
+    for path in args.workload:
+        queries = load_workload(path)
+        runs = []
+        for r in range(args.warmup + args.runs):
+            latencies = []
+            start = time.perf_counter()
+            for q, passages in queries:
+                t = time.perf_counter()
+                logits = run([(q, p) for p in passages])
+                sorted(range(len(logits)), key=head_scores(logits if logits.shape[1] > 1 else logits[:, 0]).__getitem__,
+                       reverse=True)
+                latencies.append((time.perf_counter() - t) * 1e3)
+            seconds = time.perf_counter() - start
+            if r >= args.warmup:
+                pairs = sum(len(p) for _, p in queries)
+                runs.append({"seconds": seconds, "pairs_per_s": pairs / seconds, "latencies_ms": latencies})
+        lat = [x for run_ in runs for x in run_["latencies_ms"]]
+        out["workloads"].append({
+            "name": Path(path).stem,
+            "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
+            "latency_p50_ms": percentile(lat, 50),
+            "latency_p95_ms": percentile(lat, 95),
+            "runs": runs,
+        })
+    out["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(out))
+
+
 def head_scores(scores):
     """One relevance score per pair from CrossEncoder.predict's output, as our heads compute it:
     one label as returned (ST applied its activation), two labels P(label 1), three or more the
@@ -230,11 +345,18 @@ def main() -> None:
     ap.add_argument("--bench-args", default="", help="extra arguments for our bench (e.g. --max-batch-tokens 8192)")
     ap.add_argument("--python", help="use this interpreter (must have the pinned versions) instead of .venv-bench")
     ap.add_argument("--json", type=Path, help="also write both reports to this file")
+    ap.add_argument("--ort", action="store_true",
+                    help="also time ONNX Runtime (CPU): export from transformers, ORT's transformer optimizer, "
+                         "length-sorted batches; needs onnxruntime and onnx (scripts/requirements-bench-ort.txt)")
     ap.add_argument("--st-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--ort-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.st_worker:
         st_worker(args)
+        return
+    if args.ort_worker:
+        ort_worker(args)
         return
     ensure_environment(args)
     bad = version_mismatches()
@@ -265,6 +387,14 @@ def main() -> None:
     if proc.returncode != 0:
         raise SystemExit(f"sentence-transformers worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     st = json.loads(proc.stdout.splitlines()[-1])
+    ort_report = None
+    if args.ort:
+        ort_cmd = [arg if arg != "--st-worker" else "--ort-worker" for arg in worker]
+        print(f"onnxruntime: {' '.join(ort_cmd[2:])}", file=sys.stderr)
+        proc = subprocess.run(ort_cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"onnxruntime worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        ort_report = json.loads(proc.stdout.splitlines()[-1])
 
     ours_all = []
     failures = []
@@ -293,6 +423,9 @@ def main() -> None:
     print(f"sentence-transformers {sentence_transformers.__version__}, transformers {transformers.__version__}, "
           f"torch {torch.__version__} (attention: {st['attn_implementation']}, parameters {st['param_dtype']}, "
           f"{st['torch_threads']} threads)" + ("" if not bad else f"; unpinned: {', '.join(bad)}"))
+    if ort_report:
+        print(f"onnxruntime {ort_report['onnxruntime']}: {ort_report['optimizer']}; export reproduces "
+              f"transformers to max |logit diff| {ort_report['max_abs_logit_diff']:.2e}")
     for label, ours in ours_all:
         print(f"ours ({label}): {ours['family']} {ours['device']} {ours['dtype']}, {ours['threads']} threads, "
               f"max_length {ours['max_length']}, max_batch_tokens {ours['max_batch_tokens']}")
@@ -312,19 +445,26 @@ def main() -> None:
                   f"{w['latency_p95_ms']:9.2f} {run_ms:9.2f} {fl}")
 
         line("ST", s_w, None)
+        ort_w = ort_report["workloads"][k] if ort_report else None
+        if ort_w:
+            line("ORT", ort_w, ort_w["median_pairs_per_s"] / s_w["median_pairs_per_s"])
         for label, ours in ours_all:
             o = ours["workloads"][k]
             ratio = o["median_pairs_per_s"] / s_w["median_pairs_per_s"]
             line(f"ours {label}", o, ratio)
+            if ort_w:
+                print(f"{'':28} {'':16} ours / ORT: {o['median_pairs_per_s'] / ort_w['median_pairs_per_s']:.2f}x")
             split = o["split"]
             print(f"{'':28} {'':16} split: tokenize {split['tokenize_ms']:.1f} ms, sort {split['sort_ms']:.2f} ms, "
                   f"forward {split['forward_ms']:.1f} ms, other {split['other_ms']:.1f} ms")
             rows.append({"workload": s_w["name"], "bin": label, "st_pairs_per_s": s_w["median_pairs_per_s"],
+                         "ort_pairs_per_s": ort_w["median_pairs_per_s"] if ort_w else None,
                          "ours_pairs_per_s": o["median_pairs_per_s"], "ratio": ratio,
                          "st_p50_ms": s_w["latency_p50_ms"], "ours_p50_ms": o["latency_p50_ms"],
                          "forward_tflop_per_run": s_w["forward_tflop_per_run"], "floor_ms": floor_ms})
         print(f"{'':28} {'':16} forward work {s_w['forward_tflop_per_run'] * 1e3:.1f} GFLOP per run ({pairs} pairs)")
-    mem = f"peak RSS: sentence-transformers {st['peak_rss_mib']:.0f} MiB" + "".join(
+    mem = f"peak RSS: sentence-transformers {st['peak_rss_mib']:.0f} MiB" + (
+        f", ORT {ort_report['peak_rss_mib']:.0f} MiB" if ort_report else "") + "".join(
         f", ours ({label}) {ours['peak_rss_mib']:.0f} MiB" for label, ours in ours_all)
     if st.get("peak_device_mib") is not None:
         mem += f"; peak device memory: ST {st['peak_device_mib']:.0f} MiB (torch allocated)" + "".join(
@@ -332,7 +472,8 @@ def main() -> None:
             for label, ours in ours_all)
     print(mem)
     if args.json:
-        args.json.write_text(json.dumps({"sentence_transformers": st, "ours": dict(ours_all), "rows": rows,
+        args.json.write_text(json.dumps({"sentence_transformers": st, "onnxruntime": ort_report,
+                                         "ours": dict(ours_all), "rows": rows,
                                          "peak_tflops": peak, "failures": failures}, indent=1) + "\n")
     if failures:
         raise SystemExit(f"{len(failures)} of {len(bins)} binaries failed (see above)")

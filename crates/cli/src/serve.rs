@@ -99,6 +99,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         server
             .run(listener, tantivy_rerank_server::shutdown_signal())
             .await
-            .context("serving")
+            .context("serving")?;
+        eprintln!("tantivy-rerank serve: stopped (requests in flight were answered)");
+        Ok(())
     })
 }

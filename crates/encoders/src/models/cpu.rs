@@ -412,19 +412,90 @@ unsafe fn attend_block(
     }
 }
 
+/// A set of CPU instructions the element-wise kernels are compiled for; the best one the CPU
+/// has is chosen at run time (matrix products go through gemm, which dispatches itself, to
+/// AVX-512 kernels too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPath {
+    /// Plain Rust, any CPU.
+    Generic,
+    /// AVX2 and FMA (x86-64-v3).
+    Avx2,
+    /// AVX-512 F/BW/VL/DQ with AVX2 and FMA (x86-64-v4).
+    Avx512,
+}
+
+impl CpuPath {
+    /// Every path, best last.
+    pub const ALL: [CpuPath; 3] = [CpuPath::Generic, CpuPath::Avx2, CpuPath::Avx512];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            CpuPath::Generic => true,
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            CpuPath::Avx512 => {
+                CpuPath::Avx2.available()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The best path this CPU has (detected once).
+    pub fn best() -> CpuPath {
+        static BEST: std::sync::OnceLock<CpuPath> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let best = CpuPath::ALL
+                .into_iter()
+                .rev()
+                .find(|p| p.available())
+                .unwrap_or(CpuPath::Generic);
+            tracing::debug!(?best, "CPU kernels");
+            best
+        })
+    }
+}
+
 /// Apply `act` element-wise.
 pub(crate) fn activate(xs: &mut [f32], act: Activation) {
+    activate_on(CpuPath::best(), xs, act)
+}
+
+/// [`activate`] on `path`, which must be available ([`CpuPath::available`]); an unavailable
+/// one runs the generic code.
+pub fn activate_on(path: CpuPath, xs: &mut [f32], act: Activation) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function is compiled for.
-        return unsafe { activate_avx2(xs, act) };
+    if path.available() {
+        match path {
+            // SAFETY: the CPU supports the features each function is compiled for.
+            CpuPath::Avx512 => return unsafe { activate_avx512(xs, act) },
+            CpuPath::Avx2 => return unsafe { activate_avx2(xs, act) },
+            CpuPath::Generic => {}
+        }
     }
+    let _ = path;
     activate_generic(xs, act)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn activate_avx2(xs: &mut [f32], act: Activation) {
+    activate_generic(xs, act)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn activate_avx512(xs: &mut [f32], act: Activation) {
     activate_generic(xs, act)
 }
 
@@ -442,11 +513,21 @@ fn activate_generic(xs: &mut [f32], act: Activation) {
 /// `row[i] = exp(row[i] - max(row))` in place; returns the sum (softmax without the final
 /// division, which the caller applies where it is cheaper).
 pub(crate) fn exp_shifted_sum(row: &mut [f32]) -> f32 {
+    exp_shifted_sum_on(CpuPath::best(), row)
+}
+
+/// [`exp_shifted_sum`] on `path` (an unavailable one runs the generic code).
+pub fn exp_shifted_sum_on(path: CpuPath, row: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: as in `activate`.
-        return unsafe { exp_shifted_sum_avx2(row) };
+    if path.available() {
+        match path {
+            // SAFETY: as in `activate_on`.
+            CpuPath::Avx512 => return unsafe { exp_shifted_sum_avx512(row) },
+            CpuPath::Avx2 => return unsafe { exp_shifted_sum_avx2(row) },
+            CpuPath::Generic => {}
+        }
     }
+    let _ = path;
     exp_shifted_sum_generic(row)
 }
 
@@ -456,13 +537,19 @@ unsafe fn exp_shifted_sum_avx2(row: &mut [f32]) -> f32 {
     exp_shifted_sum_generic(row)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn exp_shifted_sum_avx512(row: &mut [f32]) -> f32 {
+    exp_shifted_sum_generic(row)
+}
+
 #[inline(always)]
 fn exp_shifted_sum_generic(row: &mut [f32]) -> f32 {
     let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
-    let mut acc = [0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
+    let mut acc = [0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
     for c in &mut chunks {
-        for l in 0..8 {
+        for l in 0..16 {
             c[l] = exp(c[l] - max);
             acc[l] += c[l];
         }
@@ -475,14 +562,15 @@ fn exp_shifted_sum_generic(row: &mut [f32]) -> f32 {
     sum
 }
 
-/// Reduce with 8 independent lanes so the loop vectorises.
+/// Reduce with 16 independent lanes (one AVX-512 or two AVX2 registers) so the loop
+/// vectorises.
 #[inline(always)]
 fn lanes_reduce(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut acc = [init; 8];
-    let chunks = xs.chunks_exact(8);
+    let mut acc = [init; 16];
+    let chunks = xs.chunks_exact(16);
     let tail = chunks.remainder();
     for c in chunks {
-        for l in 0..8 {
+        for l in 0..16 {
             acc[l] = f(acc[l], c[l]);
         }
     }
@@ -569,6 +657,18 @@ mod tests {
 
     #[test]
     fn activations_match_reference_formulas() {
+        // Every instruction path this CPU has; the others are reported as skipped, not passed.
+        for path in CpuPath::ALL {
+            if !path.available() {
+                eprintln!("activations on {path:?}: SKIPPED (this CPU lacks it)");
+                continue;
+            }
+            activations_on(path);
+            eprintln!("activations on {path:?}: checked");
+        }
+    }
+
+    fn activations_on(path: CpuPath) {
         let xs: Vec<f32> = (-800..800).map(|i| i as f32 * 0.01).collect();
         let erf_ref = |x: f64| libm_erf(x);
         for &act in &[
@@ -579,7 +679,7 @@ mod tests {
             Activation::Tanh,
         ] {
             let mut ys = xs.clone();
-            activate(&mut ys, act);
+            activate_on(path, &mut ys, act);
             for (&x, &y) in xs.iter().zip(&ys) {
                 let x64 = x as f64;
                 let want = match act {
@@ -594,7 +694,7 @@ mod tests {
                 };
                 assert!(
                     (y as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
-                    "{act:?}({x}) = {y}, want {want}"
+                    "{path:?} {act:?}({x}) = {y}, want {want}"
                 );
             }
         }
@@ -617,16 +717,29 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_matches_naive() {
-        let mut row: Vec<f32> = (0..37)
-            .map(|i| ((i * 7919) % 23) as f32 * 0.3 - 3.0)
-            .collect();
-        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
-        let s: f64 = e.iter().sum();
-        let sum = exp_shifted_sum(&mut row);
-        assert!((sum as f64 - s).abs() < 1e-5 * s);
-        for (y, e) in row.iter().zip(&e) {
-            assert!((*y as f64 / sum as f64 - e / s).abs() < 1e-7);
+        for path in CpuPath::ALL {
+            if !path.available() {
+                eprintln!("softmax on {path:?}: SKIPPED (this CPU lacks it)");
+                continue;
+            }
+            // Lengths around the 16 lanes and their remainders.
+            for len in [1, 7, 16, 37, 129, 1000] {
+                let mut row: Vec<f32> = (0..len)
+                    .map(|i| ((i * 7919) % 23) as f32 * 0.3 - 3.0)
+                    .collect();
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f64> = row.iter().map(|&x| ((x - max) as f64).exp()).collect();
+                let s: f64 = e.iter().sum();
+                let sum = exp_shifted_sum_on(path, &mut row);
+                assert!((sum as f64 - s).abs() < 1e-5 * s, "{path:?} {len}");
+                for (y, e) in row.iter().zip(&e) {
+                    assert!(
+                        (*y as f64 / sum as f64 - e / s).abs() < 1e-7,
+                        "{path:?} {len}"
+                    );
+                }
+            }
+            eprintln!("softmax on {path:?}: checked");
         }
     }
 
