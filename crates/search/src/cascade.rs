@@ -1167,7 +1167,13 @@ mod tests {
             Ok::<_, std::convert::Infallible>(
                 by_number()("q", t)?
                     .into_iter()
-                    .map(|n| if n as usize % 2 == 0 { 100.0 + n } else { n })
+                    .map(|n| {
+                        if (n as usize).is_multiple_of(2) {
+                            100.0 + n
+                        } else {
+                            n
+                        }
+                    })
                     .collect(),
             )
         };

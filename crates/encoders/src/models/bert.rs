@@ -82,7 +82,11 @@ impl Bert {
                 ("num_attention_heads", config.num_attention_heads),
             ],
         )?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(EncoderError::InvalidConfig {
                 path: cfg.path.clone(),
                 field: "num_attention_heads".into(),

@@ -128,7 +128,7 @@ impl ModernBert {
             ],
         )?;
         let h = config.hidden_size;
-        if config.num_attention_heads == 0 || h % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !h.is_multiple_of(config.num_attention_heads) {
             return Err(EncoderError::InvalidConfig {
                 path: cfg.path.clone(),
                 field: "num_attention_heads".into(),
@@ -137,7 +137,7 @@ impl ModernBert {
             });
         }
         let head_dim = h / config.num_attention_heads;
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(EncoderError::InvalidConfig {
                 path: cfg.path.clone(),
                 field: "num_attention_heads".into(),
