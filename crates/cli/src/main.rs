@@ -286,6 +286,10 @@ mod tests {
             ),
             ("eval --dataset d --max-queries 0", "must be at least 1"),
             (
+                "bench --model m --workload w --runs 0",
+                "must be at least 1",
+            ),
+            (
                 "index --corpus c --index i --memory-mb 0",
                 "must be at least 1",
             ),

@@ -355,6 +355,10 @@ fn bad_input_exits_with_an_error_that_names_it() {
         1,
     );
     assert!(err.contains(&nowhere.display().to_string()), "{err}");
+    assert!(
+        !tmp.path().join("i2").exists(),
+        "no index folder is left behind for a missing corpus"
+    );
     // Bench flags that only a dataset uses.
     let err = run_err(
         &[

@@ -1,38 +1,14 @@
 //! Every broken model directory gets a typed error that names the file, field or tensor.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::{copy_fixture, edit_config, fixture, load};
 
 use tantivy_rerank_encoders::{
     CrossEncoder, CrossEncoderOptions, DeviceSpec, EncodedPair, EncoderError, Truncation,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Copy a fixture model into a temporary directory we can break.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-fn load(dir: &Path) -> Result<CrossEncoder, EncoderError> {
-    CrossEncoder::from_dir(dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
-}
-
-fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let path = dir.join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&path, v.to_string()).unwrap();
-}
 
 #[test]
 fn missing_config() {

@@ -3,36 +3,9 @@
 //! directory and special files. Each is a typed error naming the file and field; none
 //! crashes, hangs or allocates past what the checkpoint holds.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use tantivy_rerank_encoders::{CrossEncoder, CrossEncoderOptions, DeviceSpec, EncoderError};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-    }
-    tmp
-}
-
-fn load(dir: &Path) -> Result<CrossEncoder, EncoderError> {
-    CrossEncoder::from_dir(dir, CrossEncoderOptions::default().device(DeviceSpec::Cpu))
-}
-
-fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let path = dir.join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&path, v.to_string()).unwrap();
-}
+use common::{copy_fixture, edit_config, load};
 
 /// The error of loading `fixture` with `field` set to `value`.
 fn with_config(fixture_name: &str, field: &str, value: serde_json::Value) -> String {

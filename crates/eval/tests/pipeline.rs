@@ -242,6 +242,21 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
     let report = evaluate_pipeline(&ds, &[&reranker], &opts).expect("pipeline");
     assert_eq!(report.systems.len(), 2);
     assert!(report.systems[1].pairs_scored > 0);
+    let table = rescores_to_the_report(&ds, &report, opts.top_k);
+    assert!(table.contains("NDCG@10"), "{table}");
+    assert!(
+        table.contains("runs are cut at top_k = 10: Recall@100 and MAP@100 count only"),
+        "{table}"
+    );
+}
+
+/// Write `report`'s outputs, check that every run file re-scores to the reported numbers,
+/// and return the table.
+fn rescores_to_the_report(
+    ds: &tantivy_rerank_eval::Dataset,
+    report: &tantivy_rerank_eval::PipelineReport,
+    top_k: usize,
+) -> String {
     let out = tempfile::tempdir().expect("out");
     let full = EvalReport::Pipeline {
         dataset: "toy".into(),
@@ -251,15 +266,10 @@ fn pipeline_runs_rescore_to_the_reported_numbers() {
     full.write_outputs(out.path()).expect("write");
     for sys in &report.systems {
         let path = out.path().join(format!("{}.{}.trec", ds.name, sys.system));
-        let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), opts.top_k);
+        let rescored = score_run(ds, Run::read_trec(&path).expect("read"), top_k);
         assert_eq!(rescored.per_query, sys.per_query, "{}", sys.system);
     }
-    let table = full.table();
-    assert!(table.contains("NDCG@10"), "{table}");
-    assert!(
-        table.contains("runs are cut at top_k = 10: Recall@100 and MAP@100 count only"),
-        "{table}"
-    );
+    full.table()
 }
 
 /// Candidates past the window keep their BM25 order in the rerank run even when the reranked
@@ -507,19 +517,7 @@ fn cascades_fusion_and_a_budget_are_configurations_with_quality_and_latency() {
         "{err}"
     );
     // Every run re-scores to its reported numbers, and the table shows the latency.
-    let out = tempfile::tempdir().expect("out");
-    let full = EvalReport::Pipeline {
-        dataset: "toy".into(),
-        model: None,
-        reports: vec![report.clone()],
-    };
-    full.write_outputs(out.path()).expect("write");
-    for sys in &report.systems {
-        let path = out.path().join(format!("{}.{}.trec", ds.name, sys.system));
-        let rescored = score_run(&ds, Run::read_trec(&path).expect("read"), opts.top_k);
-        assert_eq!(rescored.per_query, sys.per_query, "{}", sys.system);
-    }
-    let table = full.table();
+    let table = rescores_to_the_report(&ds, &report, opts.top_k);
     assert!(
         table.contains("ms/query") && table.contains("rerank+budget"),
         "{table}"

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use tantivy::{DocAddress, Searcher};
 
-use crate::collector::RerankCollector;
 use crate::error::{RerankError, Result, SearchError};
 use crate::loader::DocLoader;
 use crate::passages::{span_text, split_fitted, word_spans, PassageOptions};
@@ -351,24 +350,6 @@ impl<'a> Cascade<'a> {
         // Those past the window and past `top_n` were not loaded, but they were candidates.
         results.candidates = candidates.len();
         Ok(results)
-    }
-
-    /// A tantivy collector that runs this cascade over the top documents of `child` (any
-    /// collector whose fruit is `Vec<(score, DocAddress)>`, e.g. [`TopDocs`](tantivy::collector::TopDocs)):
-    /// per-segment collection by `child`, one merge, then one batched model call per stage.
-    /// `searcher` must be the one that runs the search (it is checked).
-    pub fn collector<'c, C, L>(
-        &'c self,
-        child: C,
-        searcher: &'c Searcher,
-        query: &'c str,
-        loader: &'c L,
-        top_n: usize,
-    ) -> RerankCollector<'c, 'a, C, L>
-    where
-        L: DocLoader,
-    {
-        RerankCollector::new(self, child, searcher, query, loader, top_n)
     }
 
     /// The second stage on loaded candidates (best first-stage first).

@@ -97,6 +97,26 @@ pub struct RerankCollector<'c, 'a, C, L> {
     started: Mutex<Option<Instant>>,
 }
 
+impl<'a> Cascade<'a> {
+    /// A tantivy collector that runs this cascade over the top documents of `child` (any
+    /// collector whose fruit is `Vec<(score, DocAddress)>`, e.g. [`TopDocs`](tantivy::collector::TopDocs)):
+    /// per-segment collection by `child`, one merge, then one batched model call per stage.
+    /// `searcher` must be the one that runs the search (it is checked).
+    pub fn collector<'c, C, L>(
+        &'c self,
+        child: C,
+        searcher: &'c tantivy::Searcher,
+        query: &'c str,
+        loader: &'c L,
+        top_n: usize,
+    ) -> RerankCollector<'c, 'a, C, L>
+    where
+        L: DocLoader,
+    {
+        RerankCollector::new(self, child, searcher, query, loader, top_n)
+    }
+}
+
 impl<'c, 'a, C, L> RerankCollector<'c, 'a, C, L> {
     pub(crate) fn new(
         cascade: &'c Cascade<'a>,

@@ -210,8 +210,8 @@ pub(crate) fn parse_line(
     }))
 }
 
-/// The JSON type of `v`, for error messages.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
+/// The JSON type of `v` (`a number`, `an array`, ...), for error messages.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

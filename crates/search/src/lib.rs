@@ -49,7 +49,8 @@ pub use cascade::{Cascade, Stage};
 pub use collector::{FirstStageScore, RerankCollector, TaggedSegmentCollector};
 pub use error::{BoxError, RerankError, Result, SearchError};
 pub use import::{
-    id_problem, read_corpus, Article, FieldMapping, ImportOptions, ImportReport, MAX_ID_BYTES,
+    id_problem, json_kind, read_corpus, Article, FieldMapping, ImportOptions, ImportReport,
+    MAX_ID_BYTES,
 };
 pub use index::{
     ArticleIndex, ArticleLoader, QueryFields, QueryOptions, SearchOptions, SearchResults,
