@@ -139,6 +139,32 @@ def forward_flops(config: dict, length: int) -> float:
     return layers * (linear + 4 * length * length * h)
 
 
+def time_workload(path: str, queries: list, score, args: argparse.Namespace) -> dict:
+    """`args.warmup` uncounted and `args.runs` counted passes over `queries`, one `score(q, passages)`
+    call per query plus the ranking by head score, as our bench does; the median run."""
+    runs = []
+    for r in range(args.warmup + args.runs):
+        latencies = []
+        start = time.perf_counter()
+        for q, passages in queries:
+            t = time.perf_counter()
+            scores = score(q, passages)
+            sorted(range(len(scores)), key=head_scores(scores).__getitem__, reverse=True)
+            latencies.append((time.perf_counter() - t) * 1e3)
+        seconds = time.perf_counter() - start
+        if r >= args.warmup:
+            pairs = sum(len(p) for _, p in queries)
+            runs.append({"seconds": seconds, "pairs_per_s": pairs / seconds, "latencies_ms": latencies})
+    lat = [x for run in runs for x in run["latencies_ms"]]
+    return {
+        "name": Path(path).stem,
+        "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
+        "latency_p50_ms": percentile(lat, 50),
+        "latency_p95_ms": percentile(lat, 95),
+        "runs": runs,
+    }
+
+
 def st_worker(args: argparse.Namespace) -> None:
     """Runs in its own process: benchmark CrossEncoder.predict, print one JSON line."""
     import torch
@@ -165,30 +191,15 @@ def st_worker(args: argparse.Namespace) -> None:
         for q, passages in queries:
             enc = model.tokenizer([q] * len(passages), passages, truncation=True, max_length=model.max_length)
             flops += sum(forward_flops(config, len(ids)) for ids in enc["input_ids"])
-        runs = []
-        for r in range(args.warmup + args.runs):
-            latencies = []
-            start = time.perf_counter()
-            for q, passages in queries:
-                t = time.perf_counter()
-                scores = model.predict([(q, p) for p in passages], batch_size=args.batch_size,
-                                       show_progress_bar=False)
-                sorted(range(len(scores)), key=head_scores(scores).__getitem__, reverse=True)
-                sync()
-                latencies.append((time.perf_counter() - t) * 1e3)
-            seconds = time.perf_counter() - start
-            if r >= args.warmup:
-                pairs = sum(len(p) for _, p in queries)
-                runs.append({"seconds": seconds, "pairs_per_s": pairs / seconds, "latencies_ms": latencies})
-        lat = [x for run in runs for x in run["latencies_ms"]]
-        out["workloads"].append({
-            "name": Path(path).stem,
-            "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
-            "latency_p50_ms": percentile(lat, 50),
-            "latency_p95_ms": percentile(lat, 95),
-            "forward_tflop_per_run": flops / 1e12,
-            "runs": runs,
-        })
+        def score(q: str, passages: list[str]):
+            scores = model.predict([(q, p) for p in passages], batch_size=args.batch_size,
+                                   show_progress_bar=False)
+            sync()
+            return scores
+
+        report = time_workload(path, queries, score, args)
+        report["forward_tflop_per_run"] = flops / 1e12
+        out["workloads"].append(report)
     if args.device.startswith("cuda"):
         out["peak_device_mib"] = torch.cuda.max_memory_allocated() / 2**20
     out["peak_rss_mib"] = peak_rss_mib()
@@ -281,29 +292,11 @@ def ort_worker(args: argparse.Namespace) -> None:
     out = {"workloads": [], "max_abs_logit_diff": max_diff, "optimizer": fused,
            "onnxruntime": ort.__version__, "threads": args.threads}
     for path in args.workload:
-        queries = load_workload(path)
-        runs = []
-        for r in range(args.warmup + args.runs):
-            latencies = []
-            start = time.perf_counter()
-            for q, passages in queries:
-                t = time.perf_counter()
-                logits = run([(q, p) for p in passages])
-                sorted(range(len(logits)), key=head_scores(logits if logits.shape[1] > 1 else logits[:, 0]).__getitem__,
-                       reverse=True)
-                latencies.append((time.perf_counter() - t) * 1e3)
-            seconds = time.perf_counter() - start
-            if r >= args.warmup:
-                pairs = sum(len(p) for _, p in queries)
-                runs.append({"seconds": seconds, "pairs_per_s": pairs / seconds, "latencies_ms": latencies})
-        lat = [x for run_ in runs for x in run_["latencies_ms"]]
-        out["workloads"].append({
-            "name": Path(path).stem,
-            "median_pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
-            "latency_p50_ms": percentile(lat, 50),
-            "latency_p95_ms": percentile(lat, 95),
-            "runs": runs,
-        })
+        def score(q: str, passages: list[str]):
+            logits = run([(q, p) for p in passages])
+            return logits if logits.shape[1] > 1 else logits[:, 0]
+
+        out["workloads"].append(time_workload(path, load_workload(path), score, args))
     out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out))
 
