@@ -4,16 +4,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SearchError};
 
-/// How a candidate's text (title + body) is split into passages before reranking.
+/// How a candidate's text is split into passages before reranking.
 ///
 /// Lengths are in **model tokens** when the reranker has a tokenizer
-/// ([`Reranker::token_spans`](crate::Reranker::token_spans): the cross-encoder and the
-/// bi-encoder), otherwise in whitespace-separated words. When the reranker reports
-/// [`Reranker::max_tokens`](crate::Reranker::max_tokens), the length is capped so that a
-/// passage fits next to the query, and a passage that the reranker counts as longer on its
-/// own (a word cut in two at its edge is tokenised afresh) is shortened from its end, the
-/// next one starting no later than where it ends: the model never silently truncates a
-/// passage, unless the query alone leaves less than 8 tokens. Only the first
+/// ([`Reranker::tokenizer`](crate::Reranker::tokenizer): the cross-encoder and the
+/// bi-encoder), otherwise in whitespace-separated words. With a tokenizer, the length is
+/// capped so that a passage fits the model's input (next to the query for a cross-encoder,
+/// [`ModelTokenizer::passage_budget`](crate::ModelTokenizer::passage_budget)), and a passage
+/// that the tokenizer counts as longer on its own (a word cut in two at its edge is tokenised
+/// afresh) is shortened from its end, the next one starting no later than where it ends: the
+/// model never silently truncates a passage, unless the query alone leaves less than
+/// [`MIN_PASSAGE_TOKENS`](crate::MIN_PASSAGE_TOKENS). Only the first
 /// `max_passages` passages of a document are scored: text beyond
 /// `stride * (max_passages - 1) + length` tokens (or words) is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
