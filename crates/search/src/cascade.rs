@@ -310,6 +310,8 @@ impl<'a> Cascade<'a> {
         top_n: usize,
     ) -> Result<RerankResults<L::Doc>> {
         let started = Instant::now();
+        self.validate()?;
+        check_top_n(top_n)?;
         self.rerank_since(
             searcher,
             query,
@@ -322,7 +324,8 @@ impl<'a> Cascade<'a> {
     }
 
     /// [`Cascade::rerank`] for a query that started at `started` and spent `retrieve` in the
-    /// first stage.
+    /// first stage; the caller has checked the options and `top_n` (once per query, before
+    /// the first stage ran).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rerank_since<L: DocLoader>(
         &self,
@@ -334,8 +337,6 @@ impl<'a> Cascade<'a> {
         started: Instant,
         retrieve: Duration,
     ) -> Result<RerankResults<L::Doc>> {
-        self.validate()?;
-        check_top_n(top_n)?;
         let t = Instant::now();
         let keep = candidates
             .len()

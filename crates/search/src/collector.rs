@@ -235,7 +235,8 @@ where
         let retrieve = started.elapsed();
         let candidates: Vec<(f32, DocAddress)> =
             merged.iter().map(|(s, a)| (s.as_f32(), *a)).collect();
-        Ok(check_top_n(self.top_n).and_then(|()| {
+        let checked = check_top_n(self.top_n).and_then(|()| self.cascade.validate());
+        Ok(checked.and_then(|()| {
             self.cascade.rerank_since(
                 self.searcher,
                 self.query,

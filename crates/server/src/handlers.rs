@@ -49,19 +49,21 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Logits of `(query, text)` for each text: tokenised (and cut to the model's length), then
-/// queued with every other request's pairs.
+/// queued with every other request's pairs. The texts come back for answers that echo them
+/// (no copy of a large request is made).
 async fn pair_logits(
     state: &AppState,
     query: String,
     texts: Vec<String>,
-) -> Result<Vec<Vec<f32>>, ApiError> {
+) -> Result<(Vec<Vec<f32>>, Vec<String>), ApiError> {
     let model = state.model.clone();
-    let encodings = blocking(move || {
+    let (encodings, texts) = blocking(move || {
         let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query.as_str(), t.as_str())).collect();
-        model.encode(&pairs).map_err(tokenizer_error)
+        let encodings = model.encode(&pairs).map_err(tokenizer_error)?;
+        Ok((encodings, texts))
     })
     .await?;
-    state.batcher.logits(encodings).await
+    Ok((state.batcher.logits(encodings).await?, texts))
 }
 
 /// One score per logits row: the head's score, or its raw score.
@@ -115,10 +117,10 @@ pub(crate) async fn tei_rerank(
     if req.texts.is_empty() {
         return Err(ApiError::new(ErrorType::Empty, "`texts` cannot be empty"));
     }
-    let logits = pair_logits(&state, req.query, req.texts.clone()).await?;
+    let (logits, texts) = pair_logits(&state, req.query, req.texts).await?;
     let scores = scores(state.model.head(), &logits, req.raw_scores.unwrap_or(false))?;
     let with_text = req.return_text.unwrap_or(false);
-    let mut texts: Vec<Option<String>> = req.texts.into_iter().map(Some).collect();
+    let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
     let ranks = ranking(&scores, req.top_n)
         .into_iter()
         .map(|i| TeiRank {
@@ -226,7 +228,7 @@ async fn cohere(
         .flat_map(|(doc, c)| std::iter::repeat_n(doc, c.len()))
         .collect();
     let flat: Vec<String> = chunks.into_iter().flatten().collect();
-    let logits = pair_logits(&state, query, flat).await?;
+    let (logits, _) = pair_logits(&state, query, flat).await?;
     let chunk_scores = scores(state.model.head(), &logits, false)?;
     let mut doc_scores = vec![f32::NEG_INFINITY; texts.len()];
     for (&doc, s) in owners.iter().zip(chunk_scores) {
