@@ -57,6 +57,9 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = parse_cli(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // Model layers allocate and free large buffers in turn: recycle them instead of
+    // page-faulting fresh ones in every layer (see the encoders' `memory` module).
+    tantivy_rerank_encoders::memory::reuse_large_buffers();
     let result = match cli.command {
         Command::Score(args) => score::run(args),
         Command::Index(args) => search::index(args),

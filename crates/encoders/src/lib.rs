@@ -31,6 +31,7 @@ pub mod device;
 mod error;
 pub mod head;
 pub mod hub;
+pub mod memory;
 pub mod models;
 mod options;
 pub mod tokenizer;
