@@ -34,6 +34,7 @@ pub mod hub;
 pub mod memory;
 pub mod models;
 mod options;
+mod safetensors;
 pub mod tokenizer;
 pub mod weights;
 

@@ -10,7 +10,7 @@ use crate::error::{EncoderError, Result};
 /// Where a model's weights live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WeightFiles {
-    /// One or more safetensors files (memory-mapped).
+    /// One or more safetensors files (read tensor by tensor, not memory-mapped).
     Safetensors(Vec<PathBuf>),
     /// A PyTorch `pytorch_model.bin` (zip pickle format).
     Pytorch(PathBuf),
@@ -120,9 +120,12 @@ impl Weights {
                         });
                     }
                 }
-                // SAFETY: the files are memory-mapped read-only; like every mmap user we rely
-                // on nobody truncating them while the model is alive.
-                unsafe { VarBuilder::from_mmaped_safetensors(paths, dtype, device) }
+                let files = crate::safetensors::SafetensorsFiles::open(paths)?;
+                Ok(VarBuilder::from_backend(
+                    Box::new(files),
+                    dtype,
+                    device.clone(),
+                ))
             }
             WeightFiles::Pytorch(p) => VarBuilder::from_pth(p, dtype, device),
         }
