@@ -196,8 +196,8 @@ impl Bert {
             .forward(&batch.input_ids)?
             .add(&e.position.forward(&batch.position_ids)?)?
             .add(&e.token_type.forward(&batch.token_type_ids)?)?;
-        xs = e.norm.forward(&xs)?;
         let fast = self.cpu_kernels;
+        xs = e.norm.apply(&xs, fast)?;
         for layer in &self.layers {
             let qkv = layer.qkv.apply(&xs, None, None, fast)?;
             let ctx = if fast {
@@ -214,10 +214,10 @@ impl Bert {
                 attention(&q, &k, &v, batch, None)?
             };
             let attn = layer.attn_out.apply(&ctx, Some(&xs), None, fast)?;
-            let h = layer.attn_norm.forward(&attn)?;
+            let h = layer.attn_norm.apply(&attn, fast)?;
             let inter = layer.intermediate.apply(&h, None, Some(self.act), fast)?;
             let out = layer.output.apply(&inter, Some(&h), None, fast)?;
-            xs = layer.out_norm.forward(&out)?;
+            xs = layer.out_norm.apply(&out, fast)?;
         }
         Ok(xs)
     }

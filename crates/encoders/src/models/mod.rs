@@ -133,7 +133,16 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(xs, false)
+    }
+
+    /// With `cpu_kernels`, the fused CPU kernel (`[n, dim]` f32 on the CPU); otherwise
+    /// candle's op.
+    pub(crate) fn apply(&self, xs: &Tensor, cpu_kernels: bool) -> candle_core::Result<Tensor> {
         let xs = xs.contiguous()?;
+        if cpu_kernels && xs.rank() == 2 {
+            return cpu::layer_norm(&xs, &self.weight, Some(&self.bias), self.eps);
+        }
         candle_nn::ops::layer_norm(&xs, &self.weight, &self.bias, self.eps)
     }
 }

@@ -289,10 +289,10 @@ impl ModernBert {
 
     /// Final (normed) hidden states of every token, `[total_tokens, hidden]`.
     pub fn forward_hidden(&self, batch: &PackedBatch) -> Result<Tensor> {
+        let fast = self.cpu_kernels;
         let mut xs = self
             .emb_norm
-            .forward(&self.tok_embeddings.forward(&batch.input_ids)?)?;
-        let fast = self.cpu_kernels;
+            .apply(&self.tok_embeddings.forward(&batch.input_ids)?, fast)?;
         // The fused CPU kernel reads the tables itself; candle's path gathers them once here.
         let rows = if fast {
             Vec::new()
@@ -304,7 +304,7 @@ impl ModernBert {
         };
         for layer in &self.layers {
             let normed = match &layer.attn_norm {
-                Some(n) => n.forward(&xs)?,
+                Some(n) => n.apply(&xs, fast)?,
                 None => xs.clone(),
             };
             let qkv = layer.wqkv.apply(&normed, None, None, fast)?;
@@ -334,7 +334,7 @@ impl ModernBert {
                 attention(&q, &k, &v, batch, window)?
             };
             xs = layer.wo.apply(&ctx, Some(&xs), None, fast)?;
-            let h = layer.mlp_norm.forward(&xs)?;
+            let h = layer.mlp_norm.apply(&xs, fast)?;
             let wi = layer.wi.apply(&h, None, None, fast)?;
             let glu = if fast {
                 cpu::glu(&wi, self.intermediate, self.act)?
@@ -345,7 +345,7 @@ impl ModernBert {
             };
             xs = layer.mlp_wo.apply(&glu, Some(&xs), None, fast)?;
         }
-        Ok(self.final_norm.forward(&xs)?)
+        Ok(self.final_norm.apply(&xs, fast)?)
     }
 
     /// Classification logits, `[batch, num_labels]`.
