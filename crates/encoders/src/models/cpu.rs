@@ -405,10 +405,12 @@ fn rotate_into(
         let c = &cos[(pos0 + i) * half..(pos0 + i + 1) * half];
         let s = &sin[(pos0 + i) * half..(pos0 + i + 1) * half];
         let (lo, hi) = row.split_at_mut(half);
-        for j in 0..half {
-            let (x1, x2) = (x[j], x[half + j]);
-            lo[j] = x1 * c[j] - x2 * s[j];
-            hi[j] = x2 * c[j] + x1 * s[j];
+        let (x1, x2) = x.split_at(half);
+        // Zipped slices of one length: no bounds checks, so the loop vectorises.
+        let pairs = lo.iter_mut().zip(hi.iter_mut()).zip(x1.iter().zip(x2));
+        for (((l, h), (&a, &b)), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
+            *l = a * c - b * s;
+            *h = b * c + a * s;
         }
     }
 }
