@@ -309,3 +309,32 @@ fn only_second_truncation_keeps_the_query() {
         query_len
     );
 }
+
+/// A batch of more than 1,024 tokens runs the CPU feed-forward network in row blocks (and
+/// attention over many sequences): its scores equal candle's generic ops on the same batch,
+/// which the tests above check against transformers.
+#[test]
+fn batches_past_the_feed_forward_block_score_like_candle_ops() {
+    for name in ["bert-3label", "modernbert-1label-mean"] {
+        let dir = fixtures().join(name);
+        let options = || cpu().batch_size(96).max_batch_tokens(1 << 20);
+        let fused = CrossEncoder::from_dir(&dir, options()).unwrap();
+        let mut generic = CrossEncoder::from_dir(&dir, options()).unwrap();
+        generic.debug_cpu_kernels(false);
+        let doc = "the quick brown fox jumps over the lazy dog near the river bank ".repeat(12);
+        let pairs: Vec<(String, String)> = (0..96)
+            .map(|i| (format!("query number {i} about foxes"), doc[i % 40..].to_string()))
+            .collect();
+        let tokens: usize = fused.encode(&pairs).unwrap().iter().map(|e| e.len()).sum();
+        assert!(tokens > 2 * 1024, "{name}: only {tokens} tokens");
+        let a = fused.predict(&pairs).unwrap();
+        let b = generic.predict(&pairs).unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| max_abs_diff(&x.logits, &y.logits))
+            .fold(0f32, f32::max);
+        assert!(worst <= TOLERANCE, "{name}: fused vs candle ops {worst}");
+        println!("{name}: {tokens} tokens in one batch, fused vs candle ops max |diff| {worst:.2e}");
+    }
+}

@@ -6,7 +6,9 @@
 
 use candle_core::{DType, Module, Tensor};
 
-use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch};
+use super::{
+    attention, cpu, feed_forward_in_blocks, split_qkv, Activation, LayerNorm, Linear, PackedBatch,
+};
 use crate::config::{BertConfig, ModelConfig};
 use crate::error::{EncoderError, Result};
 use crate::weights::Weights;
@@ -215,8 +217,10 @@ impl Bert {
             };
             let attn = layer.attn_out.apply(&ctx, Some(&xs), None, fast)?;
             let h = layer.attn_norm.apply(&attn, fast)?;
-            let inter = layer.intermediate.apply(&h, None, Some(self.act), fast)?;
-            let out = layer.output.apply(&inter, Some(&h), None, fast)?;
+            let out = feed_forward_in_blocks(&h, fast, |h, _| {
+                let inter = layer.intermediate.apply(h, None, Some(self.act), fast)?;
+                layer.output.apply(&inter, Some(h), None, fast)
+            })?;
             xs = layer.out_norm.apply(&out, fast)?;
         }
         Ok(xs)

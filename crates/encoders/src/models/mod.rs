@@ -609,6 +609,33 @@ pub(crate) fn load_classifier(
     Ok(Linear { weight, bias })
 }
 
+/// Rows per block of the feed-forward network on the CPU.
+const FFN_BLOCK_ROWS: usize = 1024;
+
+/// Run the feed-forward network `f` (row-wise: each output row depends on its own input row)
+/// over blocks of [`FFN_BLOCK_ROWS`] rows of `xs: [n, ...]`, or in one call when `blocks` is
+/// false or there are fewer rows. The intermediate activations, four times the hidden size
+/// and the largest buffer of a layer, then exist for one block at a time: 25 MB less at the
+/// CPU's default batch of 4,096 tokens for MiniLM, 42 MB less for ModernBERT-base.
+pub(crate) fn feed_forward_in_blocks(
+    xs: &Tensor,
+    blocks: bool,
+    mut f: impl FnMut(&Tensor, std::ops::Range<usize>) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let n = xs.dim(0)?;
+    if !blocks || n <= FFN_BLOCK_ROWS {
+        return f(xs, 0..n);
+    }
+    let parts = (0..n)
+        .step_by(FFN_BLOCK_ROWS)
+        .map(|start| {
+            let len = FFN_BLOCK_ROWS.min(n - start);
+            f(&xs.narrow(0, start, len)?, start..start + len)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
+}
+
 /// `[n, 3 * hidden]` -> three `[n, heads, head_dim]` tensors.
 pub(crate) fn split_qkv(
     qkv: &Tensor,

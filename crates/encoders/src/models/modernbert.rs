@@ -8,7 +8,10 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::{attention, cpu, split_qkv, Activation, LayerNorm, Linear, PackedBatch, Pooling};
+use super::{
+    attention, cpu, feed_forward_in_blocks, split_qkv, Activation, LayerNorm, Linear, PackedBatch,
+    Pooling,
+};
 use crate::config::{LayerAttention, ModelConfig, ModernBertConfig};
 use crate::error::{EncoderError, Result};
 use crate::weights::Weights;
@@ -335,15 +338,18 @@ impl ModernBert {
             };
             xs = layer.wo.apply(&ctx, Some(&xs), None, fast)?;
             let h = layer.mlp_norm.apply(&xs, fast)?;
-            let wi = layer.wi.apply(&h, None, None, fast)?;
-            let glu = if fast {
-                cpu::glu(&wi, self.intermediate, self.act)?
-            } else {
-                let input = wi.narrow(1, 0, self.intermediate)?;
-                let gate = wi.narrow(1, self.intermediate, self.intermediate)?;
-                (self.act.apply(&input)? * gate)?
-            };
-            xs = layer.mlp_wo.apply(&glu, Some(&xs), None, fast)?;
+            xs = feed_forward_in_blocks(&h, fast, |h, rows| {
+                let wi = layer.wi.apply(h, None, None, fast)?;
+                let glu = if fast {
+                    cpu::glu(&wi, self.intermediate, self.act)?
+                } else {
+                    let input = wi.narrow(1, 0, self.intermediate)?;
+                    let gate = wi.narrow(1, self.intermediate, self.intermediate)?;
+                    (self.act.apply(&input)? * gate)?
+                };
+                let residual = xs.narrow(0, rows.start, rows.len())?;
+                layer.mlp_wo.apply(&glu, Some(&residual), None, fast)
+            })?;
         }
         Ok(self.final_norm.apply(&xs, fast)?)
     }
