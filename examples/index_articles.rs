@@ -68,6 +68,9 @@ fn shorten(s: &str, n: usize) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Recycle the model's large activation buffers instead of page-faulting fresh ones in
+    // every layer (a process-wide glibc setting, so the application makes it, not the library).
+    tantivy_rerank::encoders::memory::reuse_large_buffers();
     let mut corpus: Option<PathBuf> = None;
     let mut model = std::env::var("TANTIVY_RERANK_MODEL")
         .ok()

@@ -139,6 +139,9 @@ fn word_overlap(query: &str, texts: &[&str]) -> Result<Vec<f32>, std::convert::I
 }
 
 fn main() -> anyhow::Result<()> {
+    // Recycle the model's large activation buffers instead of page-faulting fresh ones in
+    // every layer (a process-wide glibc setting, so the application makes it, not the library).
+    tantivy_rerank::encoders::memory::reuse_large_buffers();
     let mut model: Option<String> = None;
     let mut query = "Which NFL team won Super Bowl 50?".to_string();
     let mut max_paragraph = 5u64;

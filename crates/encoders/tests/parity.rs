@@ -323,7 +323,12 @@ fn batches_past_the_feed_forward_block_score_like_candle_ops() {
         generic.debug_cpu_kernels(false);
         let doc = "the quick brown fox jumps over the lazy dog near the river bank ".repeat(12);
         let pairs: Vec<(String, String)> = (0..96)
-            .map(|i| (format!("query number {i} about foxes"), doc[i % 40..].to_string()))
+            .map(|i| {
+                (
+                    format!("query number {i} about foxes"),
+                    doc[i % 40..].to_string(),
+                )
+            })
             .collect();
         let tokens: usize = fused.encode(&pairs).unwrap().iter().map(|e| e.len()).sum();
         assert!(tokens > 2 * 1024, "{name}: only {tokens} tokens");
@@ -335,6 +340,8 @@ fn batches_past_the_feed_forward_block_score_like_candle_ops() {
             .map(|(x, y)| max_abs_diff(&x.logits, &y.logits))
             .fold(0f32, f32::max);
         assert!(worst <= TOLERANCE, "{name}: fused vs candle ops {worst}");
-        println!("{name}: {tokens} tokens in one batch, fused vs candle ops max |diff| {worst:.2e}");
+        println!(
+            "{name}: {tokens} tokens in one batch, fused vs candle ops max |diff| {worst:.2e}"
+        );
     }
 }
