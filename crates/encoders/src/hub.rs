@@ -415,9 +415,16 @@ fn build_api(settings: &HubSettings) -> Result<hf_hub::api::sync::Api> {
 }
 
 fn hub_err(repo: &str, file: &str, e: impl std::fmt::Display) -> EncoderError {
+    let e = e.to_string();
+    // The HTTP client's errors often start with the URL already: name it once.
+    let message = if e.contains(file) {
+        e
+    } else {
+        format!("{file}: {e}")
+    };
     EncoderError::Hub {
         repo: repo.into(),
-        message: format!("{file}: {e}"),
+        message,
     }
 }
 
@@ -530,6 +537,16 @@ pub fn resolve_model(id_or_dir: &str, revision: Option<&str>) -> Result<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hub_errors_name_the_url_once() {
+        let url = "https://hub.example/acme/m/resolve/main/config.json";
+        let with = hub_err("acme/m", url, format!("{url}: Connection refused")).to_string();
+        assert_eq!(with.matches(url).count(), 1, "{with}");
+        let without = hub_err("acme/m", url, "Connection refused").to_string();
+        assert_eq!(without.matches(url).count(), 1, "{without}");
+        assert!(without.contains("Connection refused") && without.contains("acme/m"));
+    }
 
     /// A Hub endpoint that accepts the connection and never answers fails within the
     /// timeout, naming the URL.
