@@ -797,6 +797,19 @@ fn gelu_tanh(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// Run `check` on every instruction path this CPU has; the others are reported as
+    /// skipped, not passed.
+    fn on_every_path(what: &str, check: impl Fn(CpuPath)) {
+        for path in CpuPath::ALL {
+            if !path.available() {
+                eprintln!("{what} on {path:?}: SKIPPED (this CPU lacks it)");
+                continue;
+            }
+            check(path);
+            eprintln!("{what} on {path:?}: checked");
+        }
+    }
+
     #[test]
     fn exp_matches_std_to_a_few_ulp() {
         let mut worst = 0f32;
@@ -813,15 +826,9 @@ mod tests {
 
     #[test]
     fn activations_match_reference_formulas() {
-        // Every instruction path this CPU has; the others are reported as skipped, not passed.
-        for path in CpuPath::ALL {
-            if !path.available() {
-                eprintln!("activations on {path:?}: SKIPPED (this CPU lacks it)");
-                continue;
-            }
+        on_every_path("activations", |path| {
             activations_on(path);
-            eprintln!("activations on {path:?}: checked");
-        }
+        });
     }
 
     fn activations_on(path: CpuPath) {
@@ -873,11 +880,7 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_matches_naive() {
-        for path in CpuPath::ALL {
-            if !path.available() {
-                eprintln!("softmax on {path:?}: SKIPPED (this CPU lacks it)");
-                continue;
-            }
+        on_every_path("softmax", |path| {
             // Lengths around the 16 lanes and their remainders.
             for len in [1, 7, 16, 37, 129, 1000] {
                 let mut row: Vec<f32> = (0..len)
@@ -895,18 +898,13 @@ mod tests {
                     );
                 }
             }
-            eprintln!("softmax on {path:?}: checked");
-        }
+        });
     }
 
     #[test]
     fn row_kernels_match_scalar_references_on_every_path() {
         // Lengths around the 16 lanes and their remainders.
-        for path in CpuPath::ALL {
-            if !path.available() {
-                eprintln!("row kernels on {path:?}: SKIPPED (this CPU lacks it)");
-                continue;
-            }
+        on_every_path("row kernels", |path| {
             for dim in [1, 7, 16, 37, 384, 1000] {
                 let xs: Vec<f32> = (0..dim)
                     .map(|i| ((i * 7919) % 29) as f32 * 0.37 - 4.0)
@@ -970,8 +968,7 @@ mod tests {
                     );
                 }
             }
-            eprintln!("row kernels on {path:?}: checked");
-        }
+        });
     }
 
     #[test]
