@@ -132,7 +132,7 @@ fn read_header(path: &Path, tensors: &mut HashMap<String, Entry>) -> Result<()> 
         ))
     })?;
     let header_len = u64::from_le_bytes(prefix);
-    if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
+    if header_len > MAX_HEADER_BYTES || header_len > file_len.saturating_sub(8) {
         return Err(bad(format!(
             "header length {header_len} does not fit the file ({file_len} bytes) or the format's \
              {MAX_HEADER_BYTES}-byte limit"

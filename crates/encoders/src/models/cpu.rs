@@ -102,8 +102,8 @@ unsafe fn uninit_filled(
     Ok(out)
 }
 
-/// View initialised `MaybeUninit` elements... or ones about to be written only through raw
-/// pointers: the caller must not read an element before it is written.
+/// The buffer as a raw f32 pointer, for writers (gemm) that fill it without reading it first;
+/// nothing may read an element through it before it is written.
 fn as_f32_ptr(buf: &mut [MaybeUninit<f32>]) -> *mut f32 {
     buf.as_mut_ptr().cast::<f32>()
 }
@@ -183,6 +183,15 @@ pub(crate) fn linear(
         with_f32(x, |xs| {
             with_f32(w, |ws| {
                 if n == 0 || o == 0 {
+                    return Ok(());
+                }
+                if k == 0 {
+                    // An empty product: the output is the prefill, or zeros.
+                    if !prefilled {
+                        buf.iter_mut().for_each(|y| {
+                            y.write(0.0);
+                        });
+                    }
                     return Ok(());
                 }
                 // SAFETY: the pointers cover `n*k`, `o*k` and `n*o` f32s with the strides given
@@ -1013,5 +1022,16 @@ mod tests {
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         let bad = Tensor::zeros((5, 6), candle_core::DType::F32, &dev).unwrap();
         assert!(linear(&bad, &w, None, None, None).is_err());
+        // No input features: zeros, or the bias.
+        let (x0, w0) = (
+            Tensor::zeros((5, 0), candle_core::DType::F32, &dev).unwrap(),
+            Tensor::zeros((3, 0), candle_core::DType::F32, &dev).unwrap(),
+        );
+        let got = linear(&x0, &w0, None, None, None).unwrap();
+        assert_eq!(got.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        let got = linear(&x0, &w0, Some(&b), None, None).unwrap();
+        let want = b.unsqueeze(0).unwrap().broadcast_as((5, 3)).unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     }
 }
