@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
-use serde::Deserialize;
+use safetensors::tensor::{Dtype, Metadata};
 
 use crate::error::{EncoderError, Result};
 
@@ -24,18 +24,11 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// Where one tensor's bytes are.
 struct Entry {
     file: Arc<PathBuf>,
-    dtype: String,
+    dtype: Dtype,
     shape: Vec<usize>,
     /// Absolute byte offset in the file.
     start: u64,
     len: u64,
-}
-
-#[derive(Deserialize)]
-struct RawEntry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [u64; 2],
 }
 
 /// The tensors of one or more safetensors files (the shards of one checkpoint).
@@ -58,18 +51,9 @@ impl SafetensorsFiles {
             .tensors
             .get(name)
             .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.into() }.bt())?;
-        let stored = parse_dtype(&e.dtype).ok_or_else(|| {
-            candle_core::Error::Msg(format!("unsupported tensor dtype {}", e.dtype))
-        })?;
-        let numel = e.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let want = numel.and_then(|n| n.checked_mul(stored.size_in_bytes()));
-        if want.map(|w| w as u64) != Some(e.len) {
-            return Err(candle_core::Error::Msg(format!(
-                "{} bytes for shape {:?} of {}",
-                e.len, e.shape, e.dtype
-            )));
-        }
-        let numel = numel.unwrap_or(0);
+        let stored = DType::try_from(e.dtype)?;
+        // The header's parser checked that the shape's size matches the byte span.
+        let numel: usize = e.shape.iter().product();
         let io = |err: std::io::Error| {
             candle_core::Error::Msg(format!(
                 "reading {} bytes at offset {} of {}: {err}",
@@ -99,21 +83,6 @@ impl SafetensorsFiles {
     }
 }
 
-fn parse_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "F32" => DType::F32,
-        "F16" => DType::F16,
-        "BF16" => DType::BF16,
-        "F64" => DType::F64,
-        "I64" => DType::I64,
-        "I32" => DType::I32,
-        "I16" => DType::I16,
-        "U32" => DType::U32,
-        "U8" => DType::U8,
-        _ => return None,
-    })
-}
-
 fn read_header(path: &Path, tensors: &mut HashMap<String, Entry>) -> Result<()> {
     let bad = |message: String| EncoderError::Weights {
         path: path.to_path_buf(),
@@ -140,19 +109,16 @@ fn read_header(path: &Path, tensors: &mut HashMap<String, Entry>) -> Result<()> 
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(io)?;
-    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    // The format's own parser: known dtypes, offsets contiguous from 0, each span the size of
+    // its shape and dtype.
+    let metadata: Metadata = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("header is not valid safetensors JSON: {e}")))?;
     let data_start = 8 + header_len;
     let data_len = file_len - data_start;
     let file_name = Arc::new(path.to_path_buf());
-    for (name, value) in entries {
-        if name == "__metadata__" {
-            continue;
-        }
-        let raw: RawEntry = serde_json::from_value(value)
-            .map_err(|e| bad(format!("header entry for tensor {name}: {e}")))?;
-        let [begin, end] = raw.data_offsets;
-        if begin > end || end > data_len {
+    for (name, info) in metadata.tensors() {
+        let (begin, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        if end > data_len {
             return Err(bad(format!(
                 "tensor {name}: data_offsets [{begin}, {end}] are outside the {data_len} data bytes"
             )));
@@ -161,8 +127,8 @@ fn read_header(path: &Path, tensors: &mut HashMap<String, Entry>) -> Result<()> 
             name,
             Entry {
                 file: Arc::clone(&file_name),
-                dtype: raw.dtype,
-                shape: raw.shape,
+                dtype: info.dtype,
+                shape: info.shape.clone(),
                 start: data_start + begin,
                 len: end - begin,
             },
