@@ -161,19 +161,21 @@ pub(crate) fn linear(
                     }
                 }
                 if prefilled && o > 0 {
+                    // One pass: residual + bias, the residual, or the bias.
                     buf.par_chunks_mut(o).enumerate().for_each(|(i, row)| {
-                        let src = match (r, b) {
-                            (Some(r), _) => &r[i * o..(i + 1) * o],
-                            (None, Some(b)) => b,
-                            (None, None) => unreachable!("prefilled means bias or residual"),
-                        };
-                        for (y, &v) in row.iter_mut().zip(src) {
-                            y.write(v);
-                        }
-                        if let (Some(_), Some(b)) = (r, b) {
-                            // SAFETY: the row was just written in full.
-                            let row = unsafe { std::slice::from_raw_parts_mut(as_f32_ptr(row), o) };
-                            row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                        let r = r.map(|r| &r[i * o..(i + 1) * o]);
+                        match (r, b) {
+                            (Some(r), Some(b)) => {
+                                for ((y, &r), &b) in row.iter_mut().zip(r).zip(b) {
+                                    y.write(r + b);
+                                }
+                            }
+                            (Some(v), None) | (None, Some(v)) => {
+                                for (y, &v) in row.iter_mut().zip(v) {
+                                    y.write(v);
+                                }
+                            }
+                            (None, None) => {}
                         }
                     });
                 }
@@ -618,61 +620,51 @@ pub(crate) fn layer_norm(
                         )));
                     }
                     buf.par_chunks_mut(dim).enumerate().for_each(|(i, row)| {
-                        for (y, &v) in row.iter_mut().zip(&x[i * dim..(i + 1) * dim]) {
-                            y.write(v);
-                        }
-                        // SAFETY: the row was just written in full.
-                        let row = unsafe { std::slice::from_raw_parts_mut(as_f32_ptr(row), dim) };
-                        layer_norm_row_on(path, row, w, b, eps);
+                        layer_norm_row_on(path, &x[i * dim..(i + 1) * dim], row, w, b, eps);
                     });
                     Ok(())
                 })
             })
         })
     };
-    // SAFETY: every row is copied from the input, then normalised in place.
+    // SAFETY: every output row is written from its input row.
     let out = unsafe { uninit_filled(n * dim, fill)? };
     Tensor::from_vec(out, (n, dim), &Device::Cpu)
 }
 
 dispatched! {
-    /// One row of [`layer_norm`], in place.
+    /// One row of [`layer_norm`]: `out` from `x`, both of the row's length.
     pub fn layer_norm_row_on / layer_norm_row(
-        row: &mut [f32],
+        x: &[f32],
+        out: &mut [MaybeUninit<f32>],
         weight: &[f32],
         bias: Option<&[f32]>,
         eps: f32,
     )
 }
 
-/// Mean, then the mean of squared deviations (two passes, as torch computes it), then
-/// `(x - mean) / sqrt(var + eps) * weight + bias`.
+/// Mean, then the mean of squared deviations (two passes over `x`, as torch computes it),
+/// then `out = (x - mean) / sqrt(var + eps) * weight + bias`, written in one pass.
 #[inline(always)]
-fn layer_norm_row(row: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
-    let dim = row.len() as f32;
-    let mean = lanes_reduce(row, 0.0, |a, b| a + b) / dim;
-    let mut acc = [0f32; 16];
-    let chunks = row.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..16 {
-            let d = c[l] - mean;
-            acc[l] += d * d;
-        }
-    }
-    let var =
-        (acc.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()) / dim;
+fn layer_norm_row(
+    x: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    eps: f32,
+) {
+    let dim = x.len() as f32;
+    let mean = lanes_sum(x, |v| v) / dim;
+    let var = lanes_sum(x, |v| (v - mean) * (v - mean)) / dim;
     let inv = 1.0 / (var + eps).sqrt();
+    let normed = out.iter_mut().zip(x).zip(weight);
     match bias {
-        Some(b) => row
-            .iter_mut()
-            .zip(weight)
-            .zip(b)
-            .for_each(|((y, w), b)| *y = (*y - mean) * inv * w + b),
-        None => row
-            .iter_mut()
-            .zip(weight)
-            .for_each(|(y, w)| *y = (*y - mean) * inv * w),
+        Some(b) => normed.zip(b).for_each(|(((y, &v), &w), &b)| {
+            y.write((v - mean) * inv * w + b);
+        }),
+        None => normed.for_each(|((y, &v), &w)| {
+            y.write((v - mean) * inv * w);
+        }),
     }
 }
 
@@ -725,6 +717,21 @@ fn exp_shifted_sum_generic(row: &mut [f32]) -> f32 {
         sum += *x;
     }
     sum
+}
+
+/// `sum(f(x))` with 16 independent lanes (one AVX-512 or two AVX2 registers) so the loop
+/// vectorises.
+#[inline(always)]
+fn lanes_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            acc[l] += f(c[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
 /// Reduce with 16 independent lanes (one AVX-512 or two AVX2 registers) so the loop
@@ -924,8 +931,10 @@ mod tests {
                 let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
                 let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
                 for bias in [None, Some(b.as_slice())] {
-                    let mut row = xs.clone();
-                    layer_norm_row_on(path, &mut row, &w, bias, 1e-5);
+                    let mut out = vec![MaybeUninit::<f32>::uninit(); dim];
+                    layer_norm_row_on(path, &xs, &mut out, &w, bias, 1e-5);
+                    // SAFETY: the kernel writes every element of `out`.
+                    let row: Vec<f32> = out.iter().map(|v| unsafe { v.assume_init() }).collect();
                     for i in 0..dim {
                         let want = (xs[i] as f64 - mean) / (var + 1e-5).sqrt() * w[i] as f64
                             + bias.map_or(0.0, |b| b[i] as f64);
