@@ -324,8 +324,8 @@ impl<'a> Cascade<'a> {
     }
 
     /// [`Cascade::rerank`] for a query that started at `started` and spent `retrieve` in the
-    /// first stage; the caller has checked the options and `top_n` (once per query, before
-    /// the first stage ran).
+    /// first stage; the caller has checked the options and `top_n`, once per query
+    /// ([`Cascade::rerank`] before anything runs, the collector when it merges the fruits).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rerank_since<L: DocLoader>(
         &self,
