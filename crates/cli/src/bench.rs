@@ -165,7 +165,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let report = BenchReport {
         model: args.model.model.clone(),
-        family: format!("{:?}", model.family()),
+        family: model.architecture().to_string(),
         device: format!("{:?}", model.device().location()),
         dtype: format!("{:?}", model.dtype()).to_lowercase(),
         threads: rayon::current_num_threads(),

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tantivy_rerank_encoders::{
-    CrossEncoder, CrossEncoderOptions, DeviceSpec, Precision, Truncation,
+    CrossEncoder, CrossEncoderOptions, DeviceSpec, Kernels, Precision, Truncation,
 };
 
 /// A required `--model` plus the loading options.
@@ -46,6 +46,21 @@ pub struct ModelOptions {
     /// 0 to measure every query at full cost).
     #[arg(long)]
     pub embedding_cache: Option<usize>,
+    /// Causal (LLM) rerankers only: the instruction of the prompt (Qwen3-Reranker's default:
+    /// "Given a web search query, retrieve relevant passages that answer the query").
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// Kernels: auto (the fastest for the device and dtype) or portable (candle's ops).
+    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    pub kernels: Kernels,
+}
+
+fn parse_kernels(s: &str) -> Result<Kernels, String> {
+    match s {
+        "auto" => Ok(Kernels::Auto),
+        "portable" => Ok(Kernels::Portable),
+        other => Err(format!("{other:?}: expected auto or portable")),
+    }
 }
 
 impl ModelOptions {
@@ -64,7 +79,10 @@ impl ModelOptions {
         if let Some(r) = &self.revision {
             o = o.revision(r.clone());
         }
-        Ok(o)
+        if let Some(i) = &self.instruction {
+            o = o.instruction(i.clone());
+        }
+        Ok(o.kernels(self.kernels))
     }
 }
 

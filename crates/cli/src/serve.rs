@@ -30,9 +30,6 @@ pub struct ServeArgs {
     /// the CPU, 65,536 on CUDA).
     #[arg(long, value_parser = crate::at_least_one)]
     pub max_batch_tokens: Option<usize>,
-    /// Pairs of one request queued at once: a larger request is split, never refused.
-    #[arg(long, default_value_t = 32, value_parser = crate::at_least_one)]
-    pub max_client_batch_size: usize,
     /// Requests served at once; more are answered 429.
     #[arg(long, default_value_t = 512, value_parser = crate::at_least_one)]
     pub max_concurrent_requests: usize,
@@ -67,8 +64,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading model {}", args.model))?;
     let options = ServerOptions {
         model_id: args.model.clone(),
-        max_batch_tokens: model.max_batch_tokens().unwrap_or(4_096),
-        max_client_batch_size: args.max_client_batch_size,
         max_concurrent_requests: args.max_concurrent_requests,
         payload_limit: args.payload_limit,
         api_key: args.api_key.clone(),
@@ -87,7 +82,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}:{}", args.host, args.port))?;
         let addr = listener.local_addr()?;
-        let server = Server::new(Arc::new(model), index, options);
+        let server =
+            Server::new(Arc::new(model), index, options).context("starting the model thread")?;
         eprintln!(
             "tantivy-rerank serve: ready on http://{addr} (model {}{})",
             args.model,

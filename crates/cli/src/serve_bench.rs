@@ -62,7 +62,6 @@ pub fn run(
 ) -> anyhow::Result<ServeReport> {
     let options = ServerOptions {
         model_id: "bench".into(),
-        max_batch_tokens: model.max_batch_tokens().unwrap_or(4_096),
         ..Default::default()
     };
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -75,7 +74,7 @@ pub fn run(
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addr_tx.send(listener.local_addr()?)?;
-            Server::new(model, None, options)
+            Server::new(model, None, options)?
                 .run(listener, async move {
                     let _ = stop_rx.await;
                 })

@@ -125,7 +125,7 @@ fn bench_predict(c: &mut Criterion) {
     for (name, model) in &loaded {
         let encodings = model.encode(&pairs).unwrap();
         group.bench_function(*name, |b| {
-            b.iter(|| model.logits_of_encodings(&encodings).unwrap())
+            b.iter(|| model.predict_encoded(&encodings, None).unwrap())
         });
     }
     group.finish();

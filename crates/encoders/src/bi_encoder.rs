@@ -15,7 +15,7 @@ use crate::config::ModelConfig;
 use crate::core::{CoreRequest, EncoderCore};
 use crate::cross_encoder::{rank_scores, Ranked};
 use crate::error::{EncoderError, Result};
-use crate::models::Pooling;
+use crate::models::{Architecture, Output, Pooling};
 use crate::options::BiEncoderOptions;
 use crate::tokenizer::{EncodedPair, PairTokenizer, Truncation};
 
@@ -312,7 +312,7 @@ impl BiEncoder {
         options.core().validate()?;
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
-        let family = config.common.family(&config_path)?;
+        let architecture = Architecture::of(&config)?;
         // The sentence-transformers files are checked before any weights load.
         let layout = read_modules(dir)?;
         let pooling = match &layout.pooling_config {
@@ -335,8 +335,9 @@ impl BiEncoder {
             CoreRequest {
                 dir,
                 config: &config,
-                family,
-                num_labels: None,
+                architecture,
+                output: Output::Embedding(pooling),
+                tokenizer: PairTokenizer::from_dir(dir)?,
                 max_length: options.max_length.or(sbert.max_seq_length),
                 // One text per input: only its end can be cut.
                 truncation: Truncation::LongestFirst,
@@ -421,11 +422,7 @@ impl BiEncoder {
     /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
     /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
     pub fn embed_encodings(&self, encodings: &[EncodedPair]) -> Result<Vec<Vec<f32>>> {
-        let pooling = self.pooling;
-        let (mut rows, _) = self.core.run(encodings, |model, packed| {
-            let hidden = model.hidden(packed)?;
-            Ok(pooling.apply(packed, &hidden)?)
-        })?;
+        let (mut rows, _) = self.core.run(encodings, None)?;
         if self.normalize {
             for r in &mut rows {
                 let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);

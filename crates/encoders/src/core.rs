@@ -1,21 +1,23 @@
-//! The encoder core that [`CrossEncoder`](crate::CrossEncoder) and
-//! [`BiEncoder`](crate::BiEncoder) share: loading (config, device and dtype, tokenizer,
-//! weights, the effective maximum length), and running the model over encodings in
-//! length-sorted, token-budgeted batches with out-of-memory back-off.
+//! The encoder core that [`CrossEncoder`](crate::CrossEncoder),
+//! [`BiEncoder`](crate::BiEncoder) and the [`InferenceQueue`](crate::InferenceQueue) share:
+//! loading (config, architecture, device and dtype, tokenizer, weights, the effective maximum
+//! length), and the one forward path: checked encodings, packed into a batch, through the
+//! model, back as f32 rows.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::batching::{plan_batches, run_with_backoff, TokenBudget};
-use crate::config::{Family, ModelConfig};
+use crate::cancel::CancelToken;
+use crate::config::ModelConfig;
 use crate::device::Precision;
 use crate::error::{EncoderError, Result};
-use crate::models::PackedBatch;
+use crate::models::{Architecture, InputLimits, Model, Output, PackedBatch};
 use crate::options::CoreOptions;
 use crate::tokenizer::{EncodedPair, PairTokenizer, Truncation};
-use crate::Model;
+use crate::weights::WeightFiles;
 
 /// Default token budget of one forward pass: 4,096 on the CPU (bigger batches gain nothing
 /// there and their temporaries cost page faults), 65,536 on CUDA.
@@ -39,7 +41,9 @@ pub(crate) struct RunStats {
 
 /// A loaded model with its tokenizer and batching settings.
 pub(crate) struct EncoderCore {
-    pub(crate) model: Model,
+    pub(crate) model: Box<dyn Model>,
+    pub(crate) architecture: &'static Architecture,
+    pub(crate) limits: InputLimits,
     pub(crate) tokenizer: PairTokenizer,
     pub(crate) max_length: usize,
     pub(crate) batch_size: usize,
@@ -53,17 +57,18 @@ pub(crate) struct EncoderCore {
 pub(crate) struct CoreRequest<'a> {
     pub(crate) dir: &'a Path,
     pub(crate) config: &'a ModelConfig,
-    pub(crate) family: Family,
-    /// `Some(labels)`: load the classification head with that many labels.
-    pub(crate) num_labels: Option<usize>,
+    pub(crate) architecture: &'static Architecture,
+    pub(crate) output: Output,
+    /// The tokenizer, as the model kind reads its inputs.
+    pub(crate) tokenizer: PairTokenizer,
     /// The maximum length asked for (the user's, or the model's own setting).
     pub(crate) max_length: Option<usize>,
     pub(crate) truncation: Truncation,
 }
 
 impl EncoderCore {
-    /// Open the device, read the tokenizer and check it against `config.json`, load the
-    /// weights and resolve the effective maximum length.
+    /// Open the device, check the tokenizer against `config.json`, load the weights on the
+    /// backend for the device and dtype, and resolve the effective maximum length.
     pub(crate) fn load(request: CoreRequest<'_>, options: &CoreOptions) -> Result<Self> {
         options.validate()?;
         let dir = request.dir;
@@ -73,22 +78,24 @@ impl EncoderCore {
             .dtype
             .unwrap_or_else(|| Precision::default_for(&device))
             .dtype();
-        let tokenizer = PairTokenizer::from_dir(dir)?;
+        let tokenizer = request.tokenizer;
         if let Some(vocab_size) = request.config.common.vocab_size {
             tokenizer.check_vocab_fits(vocab_size, &config_path)?;
         }
-        let model = Model::load(
-            dir,
+        let files = WeightFiles::find(dir)?;
+        let (model, dtype) = request.architecture.load(
             request.config,
-            request.family,
-            dtype,
+            &files,
+            &request.output,
+            options.kernels,
             &device,
-            request.num_labels,
+            dtype,
         )?;
+        let limits = model.limits();
         let (tokenizer, max_length) = truncating_tokenizer(
             &tokenizer,
             request.max_length,
-            model.max_position_embeddings(),
+            limits.max_positions,
             &config_path,
             request.truncation,
         )?;
@@ -97,6 +104,8 @@ impl EncoderCore {
             .unwrap_or_else(|| default_max_batch_tokens(&device));
         Ok(EncoderCore {
             model,
+            architecture: request.architecture,
+            limits,
             tokenizer,
             max_length,
             batch_size: options.batch_size,
@@ -107,22 +116,76 @@ impl EncoderCore {
         })
     }
 
-    /// Run `forward` over `encodings` in length-sorted batches within the batch size and the
+    /// Reject encodings the embedding tables cannot look up, before any of them reaches the
+    /// device: an out-of-range index there fails with a bare "invalid index" on the CPU and
+    /// aborts a CUDA kernel, which poisons the device for the rest of the process.
+    pub(crate) fn check_encodings(&self, encodings: &[EncodedPair]) -> Result<()> {
+        let InputLimits {
+            vocab_size: vocab,
+            max_positions: positions,
+            type_vocab_size: segments,
+        } = self.limits;
+        let problem = |e: &EncodedPair| -> Option<String> {
+            if e.is_empty() {
+                return Some("it has no tokens".into());
+            }
+            if e.len() > positions {
+                return Some(format!(
+                    "{} tokens, more than the model's {positions} positions (config.json)",
+                    e.len()
+                ));
+            }
+            if let Some(id) = e.ids.iter().find(|&&id| id as usize >= vocab) {
+                return Some(format!(
+                    "token id {id} is outside vocab_size = {vocab} in config.json"
+                ));
+            }
+            let n = segments?;
+            let t = e.type_ids.iter().find(|&&t| t as usize >= n)?;
+            Some(format!(
+                "segment id {t} is outside type_vocab_size = {n} in config.json"
+            ))
+        };
+        for (index, e) in encodings.iter().enumerate() {
+            if let Some(reason) = problem(e) {
+                return Err(EncoderError::InvalidInput { index, reason });
+            }
+        }
+        Ok(())
+    }
+
+    /// One forward pass over `encodings` (already checked): one row of f32 outputs each.
+    pub(crate) fn forward(&self, encodings: &[&EncodedPair]) -> Result<Vec<Vec<f32>>> {
+        let packed = PackedBatch::new(encodings, &self.device, self.dtype)?;
+        let rows = self
+            .model
+            .forward(&packed)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        if rows.len() != encodings.len() {
+            return Err(EncoderError::Candle(candle_core::Error::Msg(format!(
+                "the model returned {} rows for {} inputs",
+                rows.len(),
+                encodings.len()
+            ))));
+        }
+        Ok(rows)
+    }
+
+    /// Run the model over `encodings` in length-sorted batches within the batch size and the
     /// token budget, splitting a batch that runs out of device memory; returns one row of
-    /// f32 outputs per encoding, in input order, and where the time went.
+    /// f32 outputs per encoding, in input order, and where the time went. Between batches it
+    /// stops with [`EncoderError::Cancelled`] once `cancel` is cancelled.
     ///
     /// An encoding the model cannot look up (no tokens, more tokens than
-    /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
+    /// the model's positions, an id outside the vocabulary or segment table) is an
     /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
-    pub(crate) fn run<F>(
+    pub(crate) fn run(
         &self,
         encodings: &[EncodedPair],
-        forward: F,
-    ) -> Result<(Vec<Vec<f32>>, RunStats)>
-    where
-        F: Fn(&Model, &PackedBatch) -> Result<Tensor>,
-    {
-        self.model.check_encodings(encodings)?;
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<Vec<f32>>, RunStats)> {
+        self.check_encodings(encodings)?;
         let t = Instant::now();
         let lengths: Vec<usize> = encodings.iter().map(EncodedPair::len).collect();
         let batches = plan_batches(&lengths, self.batch_size, self.budget.get());
@@ -131,12 +194,12 @@ impl EncoderCore {
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
         let mut batches_run = 0;
         for batch in batches {
+            if cancel.is_some_and(CancelToken::is_cancelled) {
+                return Err(EncoderError::Cancelled);
+            }
             let mut run = |idx: &[usize]| -> Result<Vec<Vec<f32>>> {
                 let refs: Vec<&EncodedPair> = idx.iter().map(|&i| &encodings[i]).collect();
-                let packed = PackedBatch::new(&refs, &self.device, self.dtype)?;
-                let rows = forward(&self.model, &packed)?
-                    .to_dtype(DType::F32)?
-                    .to_vec2::<f32>()?;
+                let rows = self.forward(&refs)?;
                 batches_run += 1; // batches that ran, not attempts that ran out of memory
                 Ok(rows)
             };
@@ -156,9 +219,8 @@ impl EncoderCore {
 
 /// Resolve the effective maximum length as sentence-transformers 6 does: the user's value
 /// when given (it replaces the tokenizer's `model_max_length`), otherwise the smaller of the
-/// tokenizer's `model_max_length` and `max_position_embeddings`. A user value past
-/// `max_position_embeddings` is capped there with a warning (transformers would index past its
-/// position table and fail).
+/// tokenizer's `model_max_length` and the model's positions. A user value past the positions
+/// is capped there with a warning (transformers would index past its position table and fail).
 pub(crate) fn effective_max_length(
     user: Option<usize>,
     tokenizer: Option<usize>,

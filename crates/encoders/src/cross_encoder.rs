@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device};
 use serde::Serialize;
 
-use crate::config::{Family, ModelConfig};
+use crate::cancel::CancelToken;
+use crate::config::ModelConfig;
 use crate::core::{CoreRequest, EncoderCore};
 use crate::error::{EncoderError, Result};
 use crate::head::{softmax, ScoreHead};
-use crate::models::argmax;
+use crate::models::{argmax, Architecture, Output, Task};
 use crate::options::CrossEncoderOptions;
+use crate::prompt::{read_chat_template, special_token_strings, PromptSource, PromptTemplate};
 use crate::tokenizer::{EncodedPair, PairTokenizer, Truncation};
-use crate::Model;
 
 /// Raw logits and the head's relevance score for one pair.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +34,22 @@ pub struct Classification {
     pub label: String,
     /// Softmax probabilities (for one label: the activated score).
     pub probabilities: Vec<f32>,
+}
+
+/// How a [`CrossEncoder`] produces its logits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Scoring {
+    /// A sequence-classification head: one logit per label (see [`CrossEncoder::head`]).
+    Classifier,
+    /// A causal language model: one logit, `logit(true) - logit(false)` of its language-model
+    /// head at the last token of the prompt (`logit(true)` alone without a false token).
+    TokenLogits {
+        true_token: String,
+        true_id: u32,
+        false_token: Option<String>,
+        false_id: Option<u32>,
+    },
 }
 
 /// One ranked document.
@@ -61,7 +78,8 @@ pub struct PredictStats {
     pub forward: Duration,
 }
 
-/// A sequence-classification transformer used as a reranker.
+/// A reranker: a sequence-classification transformer (a cross-encoder), or a causal language
+/// model scored by the logits of two tokens (an LLM reranker).
 ///
 /// ```no_run
 /// use tantivy_rerank_encoders::{CrossEncoder, CrossEncoderOptions};
@@ -75,6 +93,7 @@ pub struct PredictStats {
 /// ```
 pub struct CrossEncoder {
     core: EncoderCore,
+    scoring: Scoring,
     head: ScoreHead,
     labels: Vec<String>,
     truncation: Truncation,
@@ -84,7 +103,7 @@ impl std::fmt::Debug for CrossEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CrossEncoder")
             .field("dir", &self.core.dir)
-            .field("family", &self.core.model.family())
+            .field("architecture", &self.core.architecture.name)
             .field("labels", &self.labels)
             .field("head", &self.head)
             .field("max_length", &self.core.max_length)
@@ -99,8 +118,44 @@ impl CrossEncoder {
         options.core().validate()?;
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
-        let family = config.common.require_cross_encoder(&config_path)?;
-        let labels = config.common.labels(&config_path)?;
+        let architecture = Architecture::of(&config)?;
+        // A checkpoint that names an architecture must name one that scores: a base model
+        // (`BertModel`, ...) has no head to score with (it loads as a BiEncoder).
+        if let Some(arch) = config.common.architectures.as_ref().and_then(|a| a.first()) {
+            if !architecture.scorers.contains(&arch.as_str()) {
+                return Err(EncoderError::UnsupportedArchitecture {
+                    path: config_path,
+                    found: arch.clone(),
+                    supported: crate::models::supported_list(),
+                });
+            }
+        }
+        let (labels, output, scoring, tokenizer) = match architecture.task {
+            Task::Classify => {
+                if options.instruction.is_some() {
+                    return Err(EncoderError::InvalidOption {
+                        name: "instruction".into(),
+                        value: options.instruction.clone().unwrap_or_default(),
+                        reason: format!(
+                            "instructions go into the prompt of causal rerankers; {} is a \
+                             classifier (prepend the instruction to the query instead)",
+                            dir.display()
+                        ),
+                    });
+                }
+                let labels = config.common.labels(&config_path)?;
+                let output = Output::Classifier {
+                    num_labels: labels.len(),
+                };
+                (
+                    labels,
+                    output,
+                    Scoring::Classifier,
+                    PairTokenizer::from_dir(dir)?,
+                )
+            }
+            Task::CausalLm => causal_reranker(dir, architecture, &options)?,
+        };
         let head = ScoreHead::resolve(
             &labels,
             dir,
@@ -112,8 +167,9 @@ impl CrossEncoder {
             CoreRequest {
                 dir,
                 config: &config,
-                family,
-                num_labels: Some(labels.len()),
+                architecture,
+                output,
+                tokenizer,
                 max_length: options.max_length,
                 truncation: options.truncation,
             },
@@ -121,7 +177,7 @@ impl CrossEncoder {
         )?;
         tracing::info!(
             dir = %dir.display(),
-            family = ?family,
+            architecture = architecture.name,
             labels = labels.len(),
             max_length = core.max_length,
             dtype = ?core.dtype,
@@ -129,6 +185,7 @@ impl CrossEncoder {
         );
         Ok(Self {
             core,
+            scoring,
             head,
             labels,
             truncation: options.truncation,
@@ -168,9 +225,13 @@ impl CrossEncoder {
     pub fn tokenizer(&self) -> &PairTokenizer {
         &self.core.tokenizer
     }
-    /// The model family.
-    pub fn family(&self) -> Family {
-        self.core.model.family()
+    /// The architecture's short name (`bert`, `modernbert`, ...).
+    pub fn architecture(&self) -> &'static str {
+        self.core.architecture.name
+    }
+    /// How the model produces its logits.
+    pub fn scoring(&self) -> &Scoring {
+        &self.scoring
     }
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
@@ -180,11 +241,11 @@ impl CrossEncoder {
     pub fn batch_size(&self) -> usize {
         self.core.batch_size
     }
-    /// Token budget per forward pass.
+    /// Token budget per forward pass (lowered when the device runs out of memory).
     pub fn max_batch_tokens(&self) -> Option<usize> {
         self.core.budget.get()
     }
-    /// Compute dtype of the weights and activations.
+    /// Compute dtype of the activations.
     pub fn dtype(&self) -> DType {
         self.core.dtype
     }
@@ -193,19 +254,8 @@ impl CrossEncoder {
         &self.core.dir
     }
 
-    /// Test hook: run ModernBERT's sliding-window layers with global attention.
-    #[doc(hidden)]
-    pub fn debug_ignore_sliding_window(&mut self, ignore: bool) {
-        if let Model::ModernBert(m) = &mut self.core.model {
-            m.set_ignore_window(ignore);
-        }
-    }
-
-    /// Test hook: switch the fused CPU kernels off so candle's generic ops (the path every
-    /// other device and dtype takes) run on the CPU; `true` restores them where they apply.
-    #[doc(hidden)]
-    pub fn debug_cpu_kernels(&mut self, on: bool) {
-        self.core.model.set_cpu_kernels(on);
+    pub(crate) fn core(&self) -> &EncoderCore {
+        &self.core
     }
 
     /// Encode pairs exactly as the model will see them.
@@ -232,30 +282,25 @@ impl CrossEncoder {
         let t0 = Instant::now();
         let encodings = self.core.tokenizer.encode_pairs(pairs)?;
         let tokenize = t0.elapsed();
-        let (logits, mut stats) = self.logits_of_encodings(&encodings)?;
+        let (predictions, mut stats) = self.predict_encoded(&encodings, None)?;
         stats.tokenize = tokenize;
-        let predictions = logits
-            .into_iter()
-            .map(|l| {
-                let score = self.head.score(&l);
-                Prediction { logits: l, score }
-            })
-            .collect();
         Ok((predictions, stats))
     }
 
-    /// Run the model on already encoded pairs; logits in input order.
+    /// Run the model on already encoded pairs: logits and scores in input order. With a
+    /// `cancel` token the run stops between batches once it is cancelled
+    /// ([`EncoderError::Cancelled`]).
     ///
-    /// An encoding the model cannot look up (no tokens, more tokens than
-    /// `max_position_embeddings`, an id outside the vocabulary or segment table) is an
-    /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then.
-    pub fn logits_of_encodings(
+    /// An encoding the model cannot look up (no tokens, more tokens than the model's
+    /// positions, an id outside the vocabulary or segment table) is an
+    /// [`EncoderError::InvalidInput`] naming its index; nothing runs on the device then. A
+    /// score that is NaN or infinite is an [`EncoderError::NonFiniteScore`].
+    pub fn predict_encoded(
         &self,
         encodings: &[EncodedPair],
-    ) -> Result<(Vec<Vec<f32>>, PredictStats)> {
-        let (out, run) = self
-            .core
-            .run(encodings, |model, packed| model.logits(packed))?;
+        cancel: Option<&CancelToken>,
+    ) -> Result<(Vec<Prediction>, PredictStats)> {
+        let (logits, run) = self.core.run(encodings, cancel)?;
         let stats = PredictStats {
             pairs: encodings.len(),
             tokens: encodings.iter().map(EncodedPair::len).sum(),
@@ -264,7 +309,26 @@ impl CrossEncoder {
             forward: run.forward,
             ..Default::default()
         };
-        Ok((out, stats))
+        Ok((self.predictions(logits)?, stats))
+    }
+
+    /// The head's predictions of logits rows this model produced, checked to be finite: the
+    /// last step of every path that scores pairs.
+    pub(crate) fn predictions(&self, logits: Vec<Vec<f32>>) -> Result<Vec<Prediction>> {
+        logits
+            .into_iter()
+            .enumerate()
+            .map(|(index, logits)| {
+                let score = self.head.score(&logits);
+                if !score.is_finite() {
+                    return Err(EncoderError::NonFiniteScore {
+                        index,
+                        value: score,
+                    });
+                }
+                Ok(Prediction { logits, score })
+            })
+            .collect()
     }
 
     /// Scores only, in input order.
@@ -316,6 +380,135 @@ impl CrossEncoder {
             probabilities,
         }
     }
+}
+
+/// What a causal reranker is loaded with: its label (the true token), its output, its scoring
+/// and its prompt tokenizer.
+fn causal_reranker(
+    dir: &Path,
+    architecture: &Architecture,
+    options: &CrossEncoderOptions,
+) -> Result<(Vec<String>, Output, Scoring, PairTokenizer)> {
+    let base = PairTokenizer::from_dir(dir)?;
+    let (true_id, false_id) = logit_score_ids(dir, &base)?;
+    let name_of = |id: u32| {
+        base.inner()
+            .id_to_token(id)
+            .unwrap_or_else(|| format!("<{id}>"))
+    };
+    let template = match read_chat_template(dir)? {
+        Some((text, path)) => {
+            let specials = special_token_strings(dir)?;
+            let template = PromptTemplate::new(
+                &text,
+                PromptSource::Checkpoint { path: path.clone() },
+                specials,
+                options.instruction.clone(),
+            )?;
+            if template.carries_pairs() {
+                Some(template)
+            } else {
+                tracing::info!(template = %path.display(), "the chat template has no place for a query and a document");
+                None
+            }
+        }
+        None => None,
+    };
+    let template = match template {
+        Some(t) => t,
+        None if architecture.name == "qwen3" => {
+            tracing::info!(
+                dir = %dir.display(),
+                "using the prompt of Qwen3-Reranker's model card (the checkpoint has no pair template)"
+            );
+            PromptTemplate::qwen3_reranker(options.instruction.clone())?
+        }
+        None => {
+            return Err(EncoderError::MissingFile {
+                path: dir.join("chat_template.jinja"),
+                what: format!(
+                    "a causal reranker needs a chat template that places the query and the \
+                     document (messages of roles query and document, as sentence-transformers \
+                     6 saves them); {} has none",
+                    dir.display()
+                ),
+            })
+        }
+    };
+    let tokenizer = base.with_prompt(template)?;
+    let scoring = Scoring::TokenLogits {
+        true_token: name_of(true_id),
+        true_id,
+        false_token: false_id.map(name_of),
+        false_id,
+    };
+    Ok((
+        vec![name_of(true_id)],
+        Output::TokenLogitDifference { true_id, false_id },
+        scoring,
+        tokenizer,
+    ))
+}
+
+/// The true and false token ids of a causal reranker: from the `LogitScore` module that
+/// `modules.json` lists (its `config.json`: `true_token_id`, `false_token_id`, which may be
+/// null), else the tokens `yes` and `no`, as sentence-transformers 6 does.
+fn logit_score_ids(dir: &Path, tokenizer: &PairTokenizer) -> Result<(u32, Option<u32>)> {
+    #[derive(serde::Deserialize)]
+    struct Module {
+        #[serde(default)]
+        path: String,
+        #[serde(rename = "type", default)]
+        kind: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct LogitScoreConfig {
+        true_token_id: Option<u32>,
+        #[serde(default)]
+        false_token_id: Option<u32>,
+    }
+    let modules_path = dir.join("modules.json");
+    if modules_path.exists() {
+        let text = EncoderError::read_text(&modules_path)?;
+        let modules: Vec<Module> =
+            serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&modules_path, e))?;
+        if let Some(m) = modules.iter().find(|m| m.kind.ends_with(".LogitScore")) {
+            let inside = std::path::Path::new(&m.path)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !inside || m.path.is_empty() {
+                return Err(EncoderError::malformed(
+                    &modules_path,
+                    format!(
+                        "the LogitScore module's path {:?} is not a folder inside the model",
+                        m.path
+                    ),
+                ));
+            }
+            let path = dir.join(&m.path).join("config.json");
+            let text = EncoderError::read_text(&path)?;
+            let config: LogitScoreConfig =
+                serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&path, e))?;
+            let true_id = config.true_token_id.ok_or_else(|| {
+                EncoderError::malformed(&path, "true_token_id is missing or null")
+            })?;
+            return Ok((true_id, config.false_token_id));
+        }
+    }
+    let id = |token: &str| {
+        tokenizer
+            .token_to_id(token)
+            .ok_or_else(|| EncoderError::InvalidConfig {
+                path: tokenizer.source().to_path_buf(),
+                field: "vocabulary".into(),
+                value: token.into(),
+                reason: format!(
+                    "a causal reranker without a LogitScore module in modules.json is scored by \
+                     the tokens \"yes\" and \"no\", and the tokenizer has no {token:?}"
+                ),
+            })
+    };
+    Ok((id("yes")?, Some(id("no")?)))
 }
 
 /// Sort scores best first with stable tie order; NaN or infinite scores are an error.

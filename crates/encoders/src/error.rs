@@ -115,6 +115,10 @@ pub enum EncoderError {
     #[error("device {requested} unavailable: {reason}")]
     Device { requested: String, reason: String },
 
+    /// The caller cancelled the work ([`crate::CancelToken`]) before it finished.
+    #[error("cancelled before the model finished")]
+    Cancelled,
+
     /// A tensor operation failed while running the model.
     #[error("model execution failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -240,6 +240,10 @@ const OPTIONAL_FILES: &[&str] = &[
     "sentence_bert_config.json",
     "modules.json",
     "1_Pooling/config.json",
+    // Causal rerankers: the prompt template (transformers 5 writes it on its own) and the
+    // true/false tokens of sentence-transformers' LogitScore module.
+    "chat_template.jinja",
+    "1_LogitScore/config.json",
 ];
 
 /// A file selection rule for [`fetch_repo`].

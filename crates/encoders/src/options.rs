@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::{DeviceSpec, Precision};
 use crate::error::{EncoderError, Result};
 use crate::head::ScoreActivation;
+use crate::models::Kernels;
 use crate::tokenizer::Truncation;
 
 /// The options of the encoder core, common to both model kinds.
@@ -19,6 +20,7 @@ pub(crate) struct CoreOptions {
     pub(crate) dtype: Option<Precision>,
     pub(crate) batch_size: usize,
     pub(crate) max_batch_tokens: Option<usize>,
+    pub(crate) kernels: Kernels,
 }
 
 impl CoreOptions {
@@ -73,6 +75,11 @@ macro_rules! core_builders {
                 self.revision = Some(revision.into());
                 self
             }
+            /// Which kernels run the model (default [`Kernels::Auto`]).
+            pub fn kernels(mut self, kernels: Kernels) -> Self {
+                self.kernels = kernels;
+                self
+            }
 
             pub(crate) fn core(&self) -> CoreOptions {
                 CoreOptions {
@@ -80,6 +87,7 @@ macro_rules! core_builders {
                     dtype: self.dtype,
                     batch_size: self.batch_size,
                     max_batch_tokens: self.max_batch_tokens,
+                    kernels: self.kernels,
                 }
             }
         }
@@ -120,6 +128,14 @@ pub struct CrossEncoderOptions {
     pub label_grades: Option<BTreeMap<String, f32>>,
     /// Hub revision (branch, tag or commit) when loading by id.
     pub revision: Option<String>,
+    /// Which kernels run the model (default: the fastest for the device and dtype).
+    #[serde(default)]
+    pub kernels: Kernels,
+    /// The instruction of a causal reranker's prompt (its system message; Qwen3-Reranker's
+    /// default: "Given a web search query, retrieve relevant passages that answer the query").
+    /// Refused for classifiers.
+    #[serde(default)]
+    pub instruction: Option<String>,
 }
 
 impl Default for CrossEncoderOptions {
@@ -134,6 +150,8 @@ impl Default for CrossEncoderOptions {
             activation: None,
             label_grades: None,
             revision: None,
+            kernels: Kernels::Auto,
+            instruction: None,
         }
     }
 }
@@ -154,6 +172,11 @@ impl CrossEncoderOptions {
     /// Grades per label for multi-label heads.
     pub fn label_grades(mut self, grades: BTreeMap<String, f32>) -> Self {
         self.label_grades = Some(grades);
+        self
+    }
+    /// The instruction of a causal reranker's prompt.
+    pub fn instruction(mut self, instruction: impl Into<String>) -> Self {
+        self.instruction = Some(instruction.into());
         self
     }
 }
@@ -190,6 +213,9 @@ pub struct BiEncoderOptions {
     pub embedding_cache: usize,
     /// Hub revision (branch, tag or commit) when loading by id.
     pub revision: Option<String>,
+    /// Which kernels run the model (default: the fastest for the device and dtype).
+    #[serde(default)]
+    pub kernels: Kernels,
 }
 
 impl Default for BiEncoderOptions {
@@ -202,6 +228,7 @@ impl Default for BiEncoderOptions {
             max_batch_tokens: None,
             embedding_cache: DEFAULT_EMBEDDING_CACHE,
             revision: None,
+            kernels: Kernels::Auto,
         }
     }
 }
@@ -227,6 +254,7 @@ impl From<&CrossEncoderOptions> for BiEncoderOptions {
             batch_size: o.batch_size,
             max_batch_tokens: o.max_batch_tokens,
             revision: o.revision.clone(),
+            kernels: o.kernels,
             ..Default::default()
         }
     }

@@ -20,6 +20,7 @@ use tokenizers::utils::truncation::TruncationError;
 use tokenizers::{AddedToken, Encoding, Tokenizer};
 
 use crate::error::{EncoderError, Result};
+use crate::prompt::PromptTemplate;
 
 /// How a (query, document) pair longer than the maximum length is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -80,6 +81,8 @@ impl EncodedPair {
 #[derive(Debug, Clone, Default, Deserialize)]
 struct TokenizerConfig {
     #[serde(default)]
+    tokenizer_class: Option<String>,
+    #[serde(default)]
     do_lower_case: Option<bool>,
     #[serde(default)]
     strip_accents: Option<bool>,
@@ -137,6 +140,18 @@ pub struct PairTokenizer {
     /// on what follows (see [`tokenizes_words_alone`]): long texts are then tokenised only
     /// as far as truncation or passage cutting needs.
     words_alone: bool,
+    /// A causal reranker's prompt: pairs are rendered by it and tokenised as one text.
+    prompt: Option<std::sync::Arc<Prompt>>,
+}
+
+/// A prompt template with what its tokenisation needs.
+#[derive(Debug)]
+struct Prompt {
+    template: PromptTemplate,
+    /// The tokens every rendering ends with: restored at the end of a prompt cut short.
+    tail: Vec<u32>,
+    /// The tokens of the prompt of an empty pair (its fixed text).
+    overhead: usize,
 }
 
 impl std::fmt::Debug for PairTokenizer {
@@ -234,6 +249,9 @@ impl PairTokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| EncoderError::malformed(path, e))?;
+        if config.tokenizer_class.as_deref() == Some("XLMRobertaTokenizer") {
+            as_transformers_builds_xlm_roberta(&mut inner, path)?;
+        }
         Ok(Self {
             words_alone: tokenizes_words_alone(&inner),
             inner,
@@ -241,6 +259,7 @@ impl PairTokenizer {
             source: path.to_path_buf(),
             config_path: config_path.to_path_buf(),
             truncation: None,
+            prompt: None,
         })
     }
 
@@ -325,6 +344,7 @@ impl PairTokenizer {
             source: vocab_path.to_path_buf(),
             config_path: config_path.to_path_buf(),
             truncation: None,
+            prompt: None,
         })
     }
 
@@ -353,8 +373,59 @@ impl PairTokenizer {
         &self.inner
     }
 
+    /// A copy that renders pairs with `template` (a causal reranker's prompt) and tokenises
+    /// the prompt as one text, without special tokens.
+    pub fn with_prompt(&self, template: PromptTemplate) -> Result<Self> {
+        let encode = |q: &str, d: &str| -> Result<Vec<u32>> {
+            let text = template.render(q, d)?;
+            let enc = self
+                .inner
+                .encode_fast(text.as_str(), false)
+                .map_err(|e| Self::tokenizer_error("encoding a prompt".into(), e))?;
+            Ok(enc.get_ids().to_vec())
+        };
+        // The tail: the longest common token suffix of two renderings with different
+        // contents (what sentence-transformers restores at the end of a cut prompt).
+        let (a, b) = (encode("0", "0")?, encode("1 2 3 4", "1 2 3 4")?);
+        let common = a
+            .iter()
+            .rev()
+            .zip(b.iter().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let tail = a[a.len() - common..].to_vec();
+        let overhead = encode("", "")?.len();
+        let mut copy = self.clone();
+        copy.prompt = Some(std::sync::Arc::new(Prompt {
+            template,
+            tail,
+            overhead,
+        }));
+        Ok(copy)
+    }
+
+    /// The prompt template, for a causal reranker.
+    pub fn prompt(&self) -> Option<&PromptTemplate> {
+        self.prompt.as_ref().map(|p| &p.template)
+    }
+
     /// A copy whose encodings are truncated to `max_length` tokens (special tokens included).
     pub fn with_truncation(&self, max_length: usize, truncation: Truncation) -> Result<Self> {
+        if let Some(prompt) = &self.prompt {
+            if max_length <= prompt.tail.len() {
+                return Err(EncoderError::InvalidOption {
+                    name: "max_length".into(),
+                    value: max_length.to_string(),
+                    reason: format!(
+                        "must exceed the {} tokens the prompt always ends with",
+                        prompt.tail.len()
+                    ),
+                });
+            }
+            let mut copy = self.clone();
+            copy.truncation = Some((max_length, truncation));
+            return Ok(copy);
+        }
         let added = self.special_tokens(true);
         if max_length <= added {
             return Err(EncoderError::InvalidOption {
@@ -429,6 +500,9 @@ impl PairTokenizer {
     /// when `pair` (`[CLS] q [SEP] d [SEP]`: 3 for BERT and ModernBERT), else to a text alone
     /// (`[CLS] t [SEP]`: 2). 0 for a tokenizer without a post-processor.
     pub fn special_tokens(&self, pair: bool) -> usize {
+        if let Some(prompt) = &self.prompt {
+            return prompt.overhead;
+        }
         self.inner
             .get_post_processor()
             .map(|p| tokenizers::PostProcessor::added_tokens(p, pair))
@@ -454,6 +528,9 @@ impl PairTokenizer {
     /// memory and time grow with the product of the two lengths. The cut here keeps no
     /// overflow, so the cost stays linear in the input.)
     pub fn encode_pair(&self, query: &str, document: &str) -> Result<EncodedPair> {
+        if let Some(prompt) = &self.prompt {
+            return self.encode_prompt(prompt, query, document);
+        }
         let enc = self.encode_pair_encoding(query, document)?;
         Ok(EncodedPair {
             ids: enc.get_ids().to_vec(),
@@ -561,8 +638,51 @@ impl PairTokenizer {
         encode(text).map(Head::Complete)
     }
 
-    /// Encode one text with special tokens (`[CLS] text [SEP]`).
+    /// The prompt of a pair, tokenised: when it is longer than the maximum length, its first
+    /// tokens and then the template's tail, so the document's end is cut (or the query's, when
+    /// the document is gone), as sentence-transformers 6 cuts it. A long prompt is tokenised
+    /// only as far as that needs (see [`encode_head`](Self::encode_head)).
+    fn encode_prompt(&self, prompt: &Prompt, query: &str, document: &str) -> Result<EncodedPair> {
+        let text = prompt.template.render(query, document)?;
+        let ctx = || {
+            format!(
+                "encoding the prompt of a pair (query of {} bytes, document of {} bytes)",
+                query.len(),
+                document.len()
+            )
+        };
+        let mut ids = match self.truncation {
+            Some((max_length, _)) => self
+                .encode_head(&text, max_length, false)
+                .map_err(|e| Self::tokenizer_error(ctx(), e))?
+                .into_encoding()
+                .get_ids()
+                .to_vec(),
+            None => self
+                .inner
+                .encode_fast(text.as_str(), false)
+                .map_err(|e| Self::tokenizer_error(ctx(), e))?
+                .get_ids()
+                .to_vec(),
+        };
+        if let Some((max_length, _)) = self.truncation {
+            if ids.len() >= max_length {
+                ids.truncate(max_length - prompt.tail.len());
+                ids.extend_from_slice(&prompt.tail);
+            }
+        }
+        Ok(EncodedPair {
+            type_ids: vec![0; ids.len()],
+            ids,
+        })
+    }
+
+    /// Encode one text with special tokens (`[CLS] text [SEP]`); a causal reranker reads it
+    /// as the query of a pair with an empty document.
     pub fn encode_single(&self, text: &str) -> Result<EncodedPair> {
+        if let Some(prompt) = &self.prompt {
+            return self.encode_prompt(prompt, text, "");
+        }
         let ctx = || format!("encoding text of {} bytes", text.len());
         let enc = match self.truncation {
             Some((max_length, _)) => {
@@ -754,6 +874,16 @@ fn tokenizes_words_alone(tokenizer: &Tokenizer) -> bool {
                     .filter_map(|k| map.get(*k))
                     .flat_map(|v| v.as_array().into_iter().flatten())
                     .all(|v| all_of(v, allowed)),
+                // A regex split is local only for the known byte-level BPE patterns, whose
+                // alternatives never join a letter or digit with the whitespace after it.
+                Some("Split") => {
+                    allowed.contains(&"Split")
+                        && map
+                            .get("pattern")
+                            .and_then(|p| p.get("Regex"))
+                            .and_then(|r| r.as_str())
+                            .is_some_and(|r| WORD_LOCAL_SPLITS.contains(&r))
+                }
                 Some(t) => allowed.contains(&t),
                 None => false,
             },
@@ -788,6 +918,7 @@ fn tokenizes_words_alone(tokenizer: &Tokenizer) -> bool {
             "Metaspace",
             "Punctuation",
             "Digits",
+            "Split",
         ],
     );
     let added_within_words = tokenizer
@@ -796,6 +927,60 @@ fn tokenizes_words_alone(tokenizer: &Tokenizer) -> bool {
         .any(|t| word_end_from(&t.content, 0, usize::MAX).is_some());
     local_normalizer && splits_words && !added_within_words
 }
+
+/// Give an XLM-RoBERTa tokenizer the normalizer and pre-tokenizer transformers 5 gives it.
+///
+/// transformers 5 does not run an `XLMRobertaTokenizer`'s `tokenizer.json` as written: it
+/// keeps the vocabulary and the post-processor, keeps only the `Precompiled` part of the
+/// normalizer (dropping the `Replace` of repeated spaces), and splits at whitespace before the
+/// `Metaspace` pre-tokenizer. Read as written, the file gives other ids for texts with tabs or
+/// line breaks, with leading or trailing spaces, or with spaces before a special token.
+fn as_transformers_builds_xlm_roberta(tokenizer: &mut Tokenizer, path: &Path) -> Result<()> {
+    use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
+    use tokenizers::{NormalizerWrapper, PreTokenizerWrapper};
+    fn precompiled(value: &serde_json::Value) -> Vec<serde_json::Value> {
+        match value.get("type").and_then(|t| t.as_str()) {
+            Some("Precompiled") => vec![value.clone()],
+            Some("Sequence") => value
+                .get("normalizers")
+                .and_then(|n| n.as_array())
+                .into_iter()
+                .flatten()
+                .flat_map(precompiled)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+    let current = serde_json::to_value(tokenizer.get_normalizer())
+        .map_err(|e| EncoderError::malformed(path, e))?;
+    let kept = precompiled(&current);
+    let normalizer: Option<NormalizerWrapper> = match kept.len() {
+        0 => None,
+        _ => Some(
+            serde_json::from_value(serde_json::json!({"type": "Sequence", "normalizers": kept}))
+                .map_err(|e| EncoderError::malformed(path, e))?,
+        ),
+    };
+    tokenizer
+        .with_normalizer(normalizer)
+        .map_err(|e| EncoderError::malformed(path, e))?;
+    let pre = Sequence::new(vec![
+        PreTokenizerWrapper::WhitespaceSplit(WhitespaceSplit),
+        PreTokenizerWrapper::Metaspace(Metaspace::new('\u{2581}', PrependScheme::Always, true)),
+    ]);
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre)));
+    Ok(())
+}
+
+/// The pre-tokenizer regexes of byte-level BPE tokenizers (Qwen2/Qwen3, and GPT-4's, which
+/// Llama 3 uses) under which a word end followed by whitespace always ends a pre-token: the
+/// tokens before it do not depend on the text after it.
+const WORD_LOCAL_SPLITS: &[&str] = &[
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+];
 
 /// The first `n` tokens of `enc`, with no "overflowing" remainder (tokenizers'
 /// `Encoding::truncate` keeps every cut-off window, which the pair post-processor multiplies).

@@ -45,8 +45,8 @@ fn missing_required_config_field_is_named() {
 fn unsupported_architecture_lists_supported() {
     let tmp = copy_fixture("bert-3label");
     edit_config(tmp.path(), |v| {
-        v["architectures"] = serde_json::json!(["RobertaForSequenceClassification"]);
-        v["model_type"] = serde_json::json!("roberta");
+        v["architectures"] = serde_json::json!(["DebertaV2ForSequenceClassification"]);
+        v["model_type"] = serde_json::json!("deberta-v2");
     });
     let err = load(tmp.path()).unwrap_err();
     assert!(
@@ -54,10 +54,21 @@ fn unsupported_architecture_lists_supported() {
         "{err}"
     );
     let msg = err.to_string();
-    assert!(
-        msg.contains("RobertaForSequenceClassification")
-            && msg.contains("BertForSequenceClassification")
-    );
+    for name in [
+        "DebertaV2ForSequenceClassification",
+        "BertForSequenceClassification",
+        "XLMRobertaForSequenceClassification",
+        "Qwen3ForCausalLM",
+    ] {
+        assert!(msg.contains(name), "{name}: {msg}");
+    }
+    // A known family under an architecture that does not score (a masked-LM checkpoint).
+    let tmp = copy_fixture("bert-3label");
+    edit_config(tmp.path(), |v| {
+        v["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+    });
+    let err = load(tmp.path()).unwrap_err().to_string();
+    assert!(err.contains("BertForMaskedLM"), "{err}");
 }
 
 #[test]
@@ -236,13 +247,12 @@ fn encodings_the_model_cannot_look_up_are_named_errors() {
     for (bad, expect) in [
         (bad_id, "token id 415 is outside vocab_size = 415"),
         (bad_segment, "segment id 2 is outside type_vocab_size = 2"),
-        (
-            too_long,
-            "65 tokens, more than max_position_embeddings = 64",
-        ),
+        (too_long, "65 tokens, more than the model's 64 positions"),
         (empty, "no tokens"),
     ] {
-        let err = model.logits_of_encodings(&[good.clone(), bad]).unwrap_err();
+        let err = model
+            .predict_encoded(&[good.clone(), bad], None)
+            .unwrap_err();
         assert!(
             matches!(err, EncoderError::InvalidInput { index: 1, .. }),
             "{err}"
@@ -254,7 +264,7 @@ fn encodings_the_model_cannot_look_up_are_named_errors() {
         ids: vec![good.ids[0]; 64],
         type_ids: vec![0; 64],
     };
-    assert_eq!(model.logits_of_encodings(&[longest]).unwrap().0.len(), 1);
+    assert_eq!(model.predict_encoded(&[longest], None).unwrap().0.len(), 1);
 }
 
 #[test]

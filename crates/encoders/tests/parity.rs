@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use tantivy_rerank_encoders::{
-    CrossEncoder, CrossEncoderOptions, DeviceSpec, PairTokenizer, ScoreActivation, ScoreHead,
-    Truncation,
+    CrossEncoder, CrossEncoderOptions, DeviceSpec, Kernels, PairTokenizer, ScoreActivation,
+    ScoreHead, Truncation,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -88,7 +88,8 @@ fn check_model(
         }
         encodings.push(enc);
     }
-    let (logits, _) = model.logits_of_encodings(&encodings).unwrap();
+    let (predictions, _) = model.predict_encoded(&encodings, None).unwrap();
+    let logits: Vec<Vec<f32>> = predictions.into_iter().map(|p| p.logits).collect();
     let mut worst = 0f32;
     for (i, (case, got)) in reference.cases.iter().zip(&logits).enumerate() {
         let want = if full_attention {
@@ -159,9 +160,8 @@ fn run_fixture(name: &str) {
     assert_eq!(model.labels().len(), reference.num_labels);
     let worst = check_model(name, &model, &reference, &dir, false);
     let st = check_sentence_transformers(name, &model, &reference);
-    // The same weights through candle's generic ops: the path CUDA and non-f32 dtypes take.
-    let mut generic = CrossEncoder::from_dir(&dir, cpu()).unwrap();
-    generic.debug_cpu_kernels(false);
+    // The same weights through candle's portable ops: the path CUDA takes.
+    let generic = CrossEncoder::from_dir(&dir, cpu().kernels(Kernels::Portable)).unwrap();
     let worst_generic = check_model(name, &generic, &reference, &dir, false);
     println!(
         "{name}: {} cases, logits max |diff| {worst:.3e} (fused CPU kernels), \
@@ -199,16 +199,26 @@ fn modernbert_3label_cls_with_biases_new_style_config() {
 fn modernbert_sliding_window_matters() {
     let name = "modernbert-sliding";
     run_fixture(name);
-    // The same weights with the window switched off must match transformers' full-attention
-    // logits and differ from the windowed ones: a model that ignored the window would fail
-    // the windowed comparison above.
-    let dir = fixtures().join(name);
+    // The same weights with a window wider than any input (each layer keeps its RoPE base)
+    // must match transformers' full-attention logits and differ from the windowed ones: a
+    // model that ignored the window would fail the windowed comparison above.
     let reference = load_reference(name);
-    for cpu_kernels in [true, false] {
-        let mut model = CrossEncoder::from_dir(&dir, cpu()).unwrap();
-        model.debug_ignore_sliding_window(true);
-        model.debug_cpu_kernels(cpu_kernels);
-        check_model(name, &model, &reference, &dir, true);
+    let wide = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join(name)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), wide.path().join(entry.file_name())).unwrap();
+    }
+    let config_path = wide.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["local_attention"] = serde_json::json!(1 << 20);
+    if let Some(map) = config.as_object_mut() {
+        map.remove("sliding_window");
+    }
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    for kernels in [Kernels::Auto, Kernels::Portable] {
+        let model = CrossEncoder::from_dir(wide.path(), cpu().kernels(kernels)).unwrap();
+        check_model(name, &model, &reference, wide.path(), true);
     }
     let differs = reference
         .cases
@@ -319,8 +329,7 @@ fn batches_past_the_feed_forward_block_score_like_candle_ops() {
         let dir = fixtures().join(name);
         let options = || cpu().batch_size(96).max_batch_tokens(1 << 20);
         let fused = CrossEncoder::from_dir(&dir, options()).unwrap();
-        let mut generic = CrossEncoder::from_dir(&dir, options()).unwrap();
-        generic.debug_cpu_kernels(false);
+        let generic = CrossEncoder::from_dir(&dir, options().kernels(Kernels::Portable)).unwrap();
         let doc = "the quick brown fox jumps over the lazy dog near the river bank ".repeat(12);
         let pairs: Vec<(String, String)> = (0..96)
             .map(|i| {

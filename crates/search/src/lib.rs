@@ -64,7 +64,7 @@ pub use rerank::{
     StageReport, Timings,
 };
 #[cfg(feature = "encoders")]
-pub use reranker::load_model_reranker;
+pub use reranker::{load_model_reranker, QueuedReranker};
 pub use reranker::{ModelInput, ModelTokenizer, PassageTokenizer, Reranker, MIN_PASSAGE_TOKENS};
 pub use schema::{
     Analyzer, ArticleFields, SchemaOptions, ALL_FIELD, BODY_FIELD, ID_FIELD, TITLE_FIELD,

@@ -133,10 +133,44 @@ pub fn load_model_reranker(
     }
 }
 
+/// A [`Reranker`] that scores through an
+/// [`InferenceQueue`](tantivy_rerank_encoders::InferenceQueue): its pairs share the model's
+/// batches with every other caller of the queue (a service's requests). With a cancel token,
+/// a cancelled call withdraws its pairs that have not run and fails.
+#[cfg(feature = "encoders")]
+#[derive(Debug, Clone)]
+pub struct QueuedReranker {
+    queue: tantivy_rerank_encoders::InferenceQueue,
+    cancel: Option<tantivy_rerank_encoders::CancelToken>,
+}
+
+#[cfg(feature = "encoders")]
+impl QueuedReranker {
+    /// Score through `queue`, giving up once `cancel` (when given) is cancelled.
+    pub fn new(
+        queue: tantivy_rerank_encoders::InferenceQueue,
+        cancel: Option<tantivy_rerank_encoders::CancelToken>,
+    ) -> Self {
+        Self { queue, cancel }
+    }
+}
+
 #[cfg(feature = "encoders")]
 mod encoders {
     use super::*;
     use tantivy_rerank_encoders::{BiEncoder, CrossEncoder, PairTokenizer};
+
+    /// The queue's model scores, in its shared batches.
+    impl Reranker for QueuedReranker {
+        fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
+            let ticket = self.queue.rerank(query, texts, self.cancel.clone())?;
+            let predictions = ticket.wait_unless(self.cancel.as_ref())?;
+            Ok(predictions.into_iter().map(|p| p.score).collect())
+        }
+        fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+            Reranker::tokenizer(self.queue.model().as_ref())
+        }
+    }
 
     impl PassageTokenizer for PairTokenizer {
         fn token_spans(&self, text: &str, need: usize) -> Result<Vec<(usize, usize)>, BoxError> {

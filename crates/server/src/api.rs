@@ -195,6 +195,12 @@ pub struct Info {
     pub labels: Vec<String>,
     /// How logits become a score (`single`, `binary`, `graded`).
     pub head: String,
+    /// The architecture (`bert`, `xlm-roberta`, `electra`, `modernbert`, `qwen3`, ...).
+    pub architecture: String,
+    /// How the model produces its logits: `{"kind": "classifier"}` (a classification head),
+    /// or `{"kind": "token_logits", "true_token", "true_id", "false_token", "false_id"}` (a
+    /// causal language model scored by `logit(true) - logit(false)` at the last token).
+    pub scoring: serde_json::Value,
     /// `cpu` or `cuda:N`.
     pub device: String,
     /// Most tokens per (query, document) pair.
@@ -203,10 +209,10 @@ pub struct Info {
     pub auto_truncate: bool,
     /// Requests served at once; more get 429.
     pub max_concurrent_requests: usize,
-    /// Padded tokens per model batch.
-    pub max_batch_tokens: usize,
-    /// Pairs of one request queued at once (a request of more is split).
-    pub max_client_batch_size: usize,
+    /// Padded tokens per model batch (pairs of all requests together).
+    pub max_batch_tokens: Option<usize>,
+    /// Pairs per model batch.
+    pub max_batch_size: usize,
     /// Largest request body in bytes (larger: 413).
     pub payload_limit: usize,
     /// Whether `POST /search` is served.

@@ -11,7 +11,7 @@ use axum::Json;
 use tantivy_rerank_encoders::device::{device_name, dtype_name};
 use tantivy_rerank_encoders::{CrossEncoder, EncodedPair, EncoderError, Prediction, ScoreHead};
 use tantivy_rerank_search::{
-    split_spans, Cascade, ModelInput, ModelTokenizer, PassageOptions, RerankError, Reranker,
+    split_spans, Cascade, ModelInput, ModelTokenizer, PassageOptions, QueuedReranker,
     SearchOptions, SearchResults, Stage,
 };
 
@@ -48,42 +48,44 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(ErrorType::Backend, format!("worker task failed: {e}")))?
 }
 
-/// Logits of `(query, text)` for each text: tokenised (and cut to the model's length), then
-/// queued with every other request's pairs. The texts come back for answers that echo them
-/// (no copy of a large request is made).
-async fn pair_logits(
+/// The model's error as the service reports it.
+fn model_error(e: EncoderError) -> ApiError {
+    match e {
+        EncoderError::Tokenizer { .. } => tokenizer_error(e),
+        EncoderError::InvalidInput { .. } => ApiError::validation(e.to_string()),
+        EncoderError::Cancelled => ApiError::new(ErrorType::Backend, e.to_string()),
+        other => ApiError::new(ErrorType::Backend, format!("model failed: {other}")),
+    }
+}
+
+/// Predictions of `(query, text)` for each text: tokenised (and cut to the model's length) on
+/// a blocking thread, then scored through the queue with every other request's pairs. The
+/// texts come back for answers that echo them (no copy of a large request is made). Dropping
+/// the future (the client went away) withdraws the pairs that have not run.
+async fn pair_predictions(
     state: &AppState,
     query: String,
     texts: Vec<String>,
-) -> Result<(Vec<Vec<f32>>, Vec<String>), ApiError> {
-    let model = state.model.clone();
-    let (encodings, texts) = blocking(move || {
-        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query.as_str(), t.as_str())).collect();
-        let encodings = model.encode(&pairs).map_err(tokenizer_error)?;
-        Ok((encodings, texts))
+) -> Result<(Vec<Prediction>, Vec<String>), ApiError> {
+    let queue = state.queue.clone();
+    let (ticket, texts) = blocking(move || {
+        let ticket = queue.rerank(&query, &texts, None).map_err(model_error)?;
+        Ok((ticket, texts))
     })
     .await?;
-    Ok((state.batcher.logits(encodings).await?, texts))
+    Ok((ticket.await.map_err(model_error)?, texts))
 }
 
-/// One score per logits row: the head's score, or its raw score.
-fn scores(head: &ScoreHead, logits: &[Vec<f32>], raw: bool) -> Result<Vec<f32>, ApiError> {
-    logits
+/// One score per prediction: the head's score, or its raw score (the model checked that
+/// both are finite).
+fn scores(head: &ScoreHead, predictions: &[Prediction], raw: bool) -> Vec<f32> {
+    predictions
         .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let s = if raw {
-                head.raw_score(row)
+        .map(|p| {
+            if raw {
+                head.raw_score(&p.logits)
             } else {
-                head.score(row)
-            };
-            if s.is_finite() {
-                Ok(s)
-            } else {
-                Err(ApiError::new(
-                    ErrorType::Backend,
-                    format!("the model's score of text {i} is {s}"),
-                ))
+                p.score
             }
         })
         .collect()
@@ -117,8 +119,12 @@ pub(crate) async fn tei_rerank(
     if req.texts.is_empty() {
         return Err(ApiError::new(ErrorType::Empty, "`texts` cannot be empty"));
     }
-    let (logits, texts) = pair_logits(&state, req.query, req.texts).await?;
-    let scores = scores(state.model.head(), &logits, req.raw_scores.unwrap_or(false))?;
+    let (predictions, texts) = pair_predictions(&state, req.query, req.texts).await?;
+    let scores = scores(
+        state.model.head(),
+        &predictions,
+        req.raw_scores.unwrap_or(false),
+    );
     let with_text = req.return_text.unwrap_or(false);
     let mut texts: Vec<Option<String>> = texts.into_iter().map(Some).collect();
     let ranks = ranking(&scores, req.top_n)
@@ -228,8 +234,8 @@ async fn cohere(
         .flat_map(|(doc, c)| std::iter::repeat_n(doc, c.len()))
         .collect();
     let flat: Vec<String> = chunks.into_iter().flatten().collect();
-    let (logits, _) = pair_logits(&state, query, flat).await?;
-    let chunk_scores = scores(state.model.head(), &logits, false)?;
+    let (predictions, _) = pair_predictions(&state, query, flat).await?;
+    let chunk_scores = scores(state.model.head(), &predictions, false);
     let mut doc_scores = vec![f32::NEG_INFINITY; texts.len()];
     for (&doc, s) in owners.iter().zip(chunk_scores) {
         doc_scores[doc] = doc_scores[doc].max(s);
@@ -360,20 +366,21 @@ pub(crate) async fn predict(
             .map_err(tokenizer_error)
     })
     .await?;
-    let logits = state.batcher.logits(encodings).await?;
+    let predictions = state
+        .queue
+        .submit(encodings, None)
+        .map_err(model_error)?
+        .await
+        .map_err(model_error)?;
     let raw = req.raw_scores.unwrap_or(false);
     let labels = state.model.labels();
-    let answers = logits
+    let answers = predictions
         .into_iter()
-        .map(|row| {
-            let score = state.model.head().score(&row);
+        .map(|p| {
             let values = if raw {
-                row.clone()
+                p.logits
             } else {
-                state
-                    .model
-                    .classification(&Prediction { logits: row, score })
-                    .probabilities
+                state.model.classification(&p).probabilities
             };
             let mut out: Vec<LabelScore> = values
                 .into_iter()
@@ -390,12 +397,6 @@ pub(crate) async fn predict(
             out
         })
         .collect::<Vec<_>>();
-    if answers.iter().flatten().any(|l| !l.score.is_finite()) {
-        return Err(ApiError::new(
-            ErrorType::Backend,
-            "the model's score is not finite",
-        ));
-    }
     Ok(match single {
         true => Json(answers.into_iter().next().unwrap_or_default()).into_response(),
         false => Json(answers).into_response(),
@@ -409,32 +410,6 @@ fn unreachable_input() -> Result<EncodedPair, EncoderError> {
         value: "?".into(),
         reason: "one text or a pair".into(),
     })
-}
-
-/// A [`Reranker`] that scores through the service's queue, so `/search` batches with the
-/// other requests.
-struct QueuedReranker {
-    state: Arc<AppState>,
-}
-
-impl Reranker for QueuedReranker {
-    fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
-        let pairs: Vec<(&str, &str)> = texts.iter().map(|t| (query, *t)).collect();
-        let encodings = self.state.model.encode(&pairs)?;
-        let logits = self
-            .state
-            .batcher
-            .logits_blocking(encodings)
-            .map_err(|e| RerankError::Message(e.message))?;
-        Ok(logits
-            .iter()
-            .map(|row| self.state.model.head().score(row))
-            .collect())
-    }
-
-    fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
-        Reranker::tokenizer(self.state.model.as_ref())
-    }
 }
 
 /// `POST /search`: BM25 then rerank; the `search --json` object.
@@ -457,7 +432,7 @@ pub(crate) async fn search(
         return Err(ApiError::new(ErrorType::Empty, "`query` cannot be empty"));
     }
     blocking(move || {
-        let reranker = QueuedReranker { state };
+        let reranker = QueuedReranker::new(state.queue.clone(), None);
         let cascade = Cascade::new(Stage::new(reranker).window(window));
         let options = SearchOptions::default().top_n(top).rerank(&cascade);
         index
@@ -498,12 +473,14 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
             ScoreHead::Binary { .. } => "binary".into(),
             ScoreHead::Graded { .. } => "graded".into(),
         },
+        architecture: model.architecture().into(),
+        scoring: serde_json::to_value(model.scoring()).unwrap_or_default(),
         device: device_name(model.device()),
         max_input_length: model.max_length(),
         auto_truncate: true,
         max_concurrent_requests: o.max_concurrent_requests,
-        max_batch_tokens: o.max_batch_tokens,
-        max_client_batch_size: o.max_client_batch_size,
+        max_batch_tokens: model.max_batch_tokens(),
+        max_batch_size: model.batch_size(),
         payload_limit: o.payload_limit,
         search: state.index.is_some(),
         version: env!("CARGO_PKG_VERSION").into(),

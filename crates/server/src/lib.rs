@@ -6,12 +6,13 @@
 //! - `POST /search` (with an index): BM25 then rerank, the `search --json` object;
 //! - `GET /health`, `GET /info`, `GET /metrics` (Prometheus).
 //!
-//! Pairs of concurrent requests are batched together by a token budget ([`batcher`]); bad
+//! Every request scores through one [`InferenceQueue`]: pairs of concurrent requests share
+//! the model's batches, in fair turns, and a request whose client has gone is withdrawn. Bad
 //! input gets `{"error", "error_type"}` with TEI's status codes; requests over
 //! `max_concurrent_requests` get 429, bodies over the payload limit 413, a wrong or missing
 //! key 401. [`Server::run`] stops on a shutdown signal after finishing the requests in
 //! flight. The model code never sees HTTP, and this crate never sees tensors: it scores
-//! through [`CrossEncoder`]'s encodings and logits.
+//! through the encoders' queue and reads predictions.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -19,14 +20,13 @@
 //! use tantivy_rerank_server::{Server, ServerOptions};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let model = CrossEncoder::load("cross-encoder/ms-marco-MiniLM-L6-v2", CrossEncoderOptions::default())?;
-//! let server = Server::new(Arc::new(model), None, ServerOptions::default());
+//! let server = Server::new(Arc::new(model), None, ServerOptions::default())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! server.run(listener, tantivy_rerank_server::shutdown_signal()).await?;
 //! # Ok(()) }
 //! ```
 
 pub mod api;
-pub mod batcher;
 mod error;
 mod handlers;
 
@@ -42,12 +42,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tantivy_rerank_encoders::CrossEncoder;
+use tantivy_rerank_encoders::{BatchReport, CrossEncoder, InferenceQueue, QueueOptions};
 use tantivy_rerank_search::ArticleIndex;
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 
-pub use batcher::Batcher;
 pub use error::{ApiError, ErrorType};
 
 /// Limits and settings of the service; every field has a default.
@@ -56,12 +55,6 @@ pub use error::{ApiError, ErrorType};
 pub struct ServerOptions {
     /// The model's name in `/info` (the directory or Hub id it was loaded from).
     pub model_id: String,
-    /// Padded tokens per model batch, pairs of all requests together (default 4,096 on the
-    /// CPU, as the encoders' default; set it higher on a GPU).
-    pub max_batch_tokens: usize,
-    /// Pairs of one request queued at once (default 32): a larger request is split, never
-    /// refused, and others' pairs join the batches between its chunks.
-    pub max_client_batch_size: usize,
     /// Requests served at once (default 512); one more gets 429.
     pub max_concurrent_requests: usize,
     /// Largest request body in bytes (default 2,000,000, as TEI); larger gets 413.
@@ -78,8 +71,6 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             model_id: String::new(),
-            max_batch_tokens: 4_096,
-            max_client_batch_size: 32,
             max_concurrent_requests: 512,
             payload_limit: 2_000_000,
             api_key: None,
@@ -92,8 +83,6 @@ impl ServerOptions {
     /// Refuse limits of 0.
     pub fn validate(&self) -> Result<(), String> {
         for (name, value) in [
-            ("max_batch_tokens", self.max_batch_tokens),
-            ("max_client_batch_size", self.max_client_batch_size),
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("payload_limit", self.payload_limit),
         ] {
@@ -122,10 +111,16 @@ mod secs {
     }
 }
 
+/// Pairs waiting for the model, pairs and tokens per batch, and model time per batch.
+pub(crate) const QUEUE_SIZE: &str = "tantivy_rerank_queue_size";
+pub(crate) const BATCH_PAIRS: &str = "tantivy_rerank_batch_pairs";
+pub(crate) const BATCH_TOKENS: &str = "tantivy_rerank_batch_tokens";
+pub(crate) const INFERENCE_SECONDS: &str = "tantivy_rerank_inference_duration_seconds";
+
 /// What every handler shares.
 pub(crate) struct AppState {
     pub(crate) model: Arc<CrossEncoder>,
-    pub(crate) batcher: Batcher,
+    pub(crate) queue: InferenceQueue,
     pub(crate) index: Option<Arc<ArticleIndex>>,
     pub(crate) options: ServerOptions,
     pub(crate) metrics: PrometheusHandle,
@@ -173,28 +168,39 @@ fn prometheus() -> PrometheusHandle {
 }
 
 impl Server {
-    /// A service of `model` (and `index` for `/search`) with `options`.
+    /// A service of `model` (and `index` for `/search`) with `options`. Batches hold the
+    /// model's own batch size and token budget (its load options) of pairs, from all requests
+    /// together. Fails only when the model thread cannot be started.
     pub fn new(
         model: Arc<CrossEncoder>,
         index: Option<Arc<ArticleIndex>>,
         options: ServerOptions,
-    ) -> Self {
-        let batcher = Batcher::start(
+    ) -> std::io::Result<Self> {
+        let metrics = prometheus();
+        let on_batch: Arc<dyn Fn(BatchReport) + Send + Sync> = Arc::new(|b: BatchReport| {
+            metrics::gauge!(QUEUE_SIZE).set(b.queued_pairs as f64);
+            metrics::histogram!(BATCH_PAIRS).record(b.pairs as f64);
+            metrics::histogram!(BATCH_TOKENS).record(b.tokens as f64);
+            metrics::histogram!(INFERENCE_SECONDS).record(b.seconds);
+        });
+        let queue = InferenceQueue::start(
             model.clone(),
-            options.max_batch_tokens,
-            options.max_client_batch_size,
-        );
+            QueueOptions {
+                on_batch: Some(on_batch),
+            },
+        )
+        .map_err(std::io::Error::other)?;
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests));
-        Server {
+        Ok(Server {
             state: Arc::new(AppState {
                 model,
-                batcher,
+                queue,
                 index,
                 options,
-                metrics: prometheus(),
+                metrics,
                 permits,
             }),
-        }
+        })
     }
 
     /// The routes, with their limits, timeouts and key check.

@@ -547,17 +547,10 @@ fn over_the_concurrency_limit_is_429() {
     server.stop().unwrap();
 }
 
-/// A thousand documents in one request are split internally and all scored.
+/// A thousand documents in one request are spread over many batches and all scored.
 #[test]
 fn a_large_request_is_split_not_refused() {
-    let server = start(
-        "bert-3label",
-        None,
-        ServerOptions {
-            max_client_batch_size: 16,
-            ..options()
-        },
-    );
+    let server = start("bert-3label", None, options());
     let texts: Vec<String> = (0..1_200)
         .map(|i| format!("{} number {i}", TEXTS[i % TEXTS.len()]))
         .collect();

@@ -8,25 +8,28 @@
 //!
 //! - [`linear`]: the output is pre-filled with bias (+ residual), the matmul accumulates into
 //!   it, and the activation runs in place.
-//! - [`attention`]: reads q, k and v straight out of the fused `[n, 3 * hidden]` projection,
-//!   applies RoPE when asked, and runs one task per (sequence, head, block of query rows):
-//!   scores, softmax and the value product stay in a per-thread scratch buffer (the softmax's
-//!   division is applied to the small output rows, not to the scores). Sliding-window
-//!   layers only compute the keys inside the window.
-//! - [`glu`]: ModernBERT's `act(input) * gate` in one pass.
+//! - [`attention`]: reads q, k and v straight out of the fused projection (grouped key/value
+//!   heads included), normalises and rotates queries and keys once when asked, and runs one
+//!   task per (sequence, head, block of query rows): scores, softmax and the value product
+//!   stay in a per-thread scratch buffer (the softmax's division is applied to the small
+//!   output rows, not to the scores). Sliding-window and causal layers only compute the keys
+//!   they can see.
+//! - [`glu`]: ModernBERT's `act(input) * gate` (and Qwen's `silu(gate) * up`) in one pass.
+//! - [`layer_norm`], [`rms_norm`]: one pass per row.
 //!
 //! Activations and `exp` use branch-free polynomial approximations (about 1e-7 absolute
 //! error) that the compiler vectorises; the AVX2 build is chosen at run time.
 //!
-//! The models call these only for f32 tensors on the CPU; every other device or dtype runs
-//! candle's ops, and the parity tests run both paths against transformers.
+//! The `CpuF32` backend runs these for models loaded in f32 on the CPU; every other device or
+//! dtype has its own backend, and the parity tests run each against transformers.
 
 use std::mem::MaybeUninit;
 
 use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::Activation;
+use super::attention::AttentionSpec;
+use super::layers::Activation;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -267,32 +270,51 @@ pub(crate) fn glu(wi: &Tensor, inter: usize, act: Activation) -> CResult<Tensor>
     Tensor::from_vec(out, (n, inter), &Device::Cpu)
 }
 
-/// RoPE tables `[max_positions, head_dim / 2]` (rotate-half convention).
-pub(crate) struct RopeTables<'a> {
-    pub cos: &'a Tensor,
-    pub sin: &'a Tensor,
-}
-
 /// Query rows per attention task.
 const QUERY_BLOCK: usize = 256;
 
-/// Multi-head attention over the fused projection `qkv: [n, 3 * heads * head_dim]` of a packed
-/// batch with boundaries `cu_seqlens`; returns `[n, heads * head_dim]`. `half_window` limits
-/// each query to keys at distance `<= half_window`; `rope` rotates q and k by their position
-/// inside their own sequence.
+/// Where one operand of attention lives: a row-major buffer, the column of its first head and
+/// the distance between rows.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    offset: usize,
+    stride: usize,
+}
+
+impl Rows<'_> {
+    /// Pointer to row `row`, head `head` (of `d` columns).
+    fn at(&self, row: usize, head: usize, d: usize) -> *const f32 {
+        self.data[self.offset + row * self.stride + head * d..].as_ptr()
+    }
+}
+
+/// Multi-head attention over the fused projection `qkv: [n, (heads + 2 * kv_heads) * d]` of a
+/// packed batch with boundaries `cu_seqlens`, as `spec` describes it; returns
+/// `[n, heads * d]`.
+///
+/// Queries and keys are normalised (Qwen3) and rotated (RoPE) once, by their position inside
+/// their own sequence, into one buffer; then one task per (sequence, head, block of query
+/// rows) computes scores, softmax and the value product in a per-thread scratch buffer (the
+/// softmax's division is applied to the small output rows, not to the scores). Sliding-window
+/// and causal layers only compute the keys they can see.
 pub(crate) fn attention(
     qkv: &Tensor,
     cu_seqlens: &[u32],
-    heads: usize,
-    head_dim: usize,
-    half_window: Option<usize>,
-    rope: Option<RopeTables<'_>>,
+    spec: &AttentionSpec<'_>,
 ) -> CResult<Tensor> {
-    let hidden = heads * head_dim;
-    let (n, width) = qkv.dims2()?;
-    if width != 3 * hidden {
+    let (heads, kv_heads, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(kernel_error(format!(
-            "attention: qkv width {width} is not 3 x {heads} x {head_dim}"
+            "attention: {kv_heads} key/value heads do not divide {heads} heads"
+        )));
+    }
+    let hidden = heads * d;
+    let width = spec.qkv_width();
+    let (n, got) = qkv.dims2()?;
+    if got != width {
+        return Err(kernel_error(format!(
+            "attention: qkv width {got} is not ({heads} + 2 x {kv_heads}) x {d}"
         )));
     }
     // Offsets from 0 to n, never decreasing: every token belongs to exactly one sequence, so
@@ -305,6 +327,11 @@ pub(crate) fn attention(
             &cu_seqlens[..cu_seqlens.len().min(8)]
         )));
     }
+    let max_len = cu_seqlens
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize)
+        .max()
+        .unwrap_or(0);
     let mut tasks = Vec::new();
     for w in cu_seqlens.windows(2) {
         let (start, len) = (w[0] as usize, (w[1] - w[0]) as usize);
@@ -314,116 +341,204 @@ pub(crate) fn attention(
             }
         }
     }
-    let scale = 1.0 / (head_dim as f32).sqrt();
+    let shape = TaskShape {
+        d,
+        group: spec.group(),
+        scale: 1.0 / (d as f32).sqrt(),
+        half_window: spec.half_window,
+        causal: spec.causal,
+    };
     // Written in full by the tasks (each query block of each head of each sequence), so not
     // zeroed first.
     let mut out: Vec<f32> = Vec::with_capacity(n * hidden);
     let dst = SharedMut(out.as_mut_ptr());
-    let cos_sin = rope.as_ref().map(|r| (r.cos, r.sin));
-    let run = |src: &[f32], tables: Option<(&[f32], &[f32])>| -> CResult<()> {
-        if let Some((cos, _)) = tables {
-            let max_len = cu_seqlens
-                .windows(2)
-                .map(|w| (w[1] - w[0]) as usize)
-                .max()
-                .unwrap_or(0);
-            if cos.len() < max_len * (head_dim / 2) {
-                return Err(kernel_error(format!(
-                    "attention: RoPE table covers {} positions, a sequence has {max_len}",
-                    cos.len() / (head_dim / 2).max(1)
-                )));
-            }
+    with_f32(qkv, |src| {
+        let v = Rows {
+            data: src,
+            offset: (heads + kv_heads) * d,
+            stride: width,
+        };
+        let run = |q: Rows<'_>, k: Rows<'_>| {
+            tasks
+                .par_iter()
+                .for_each_init(Scratch::default, |scratch, &task| {
+                    // SAFETY: each task writes rows [start + q0, start + q1) of head h's
+                    // columns only; tasks never overlap and `out` outlives the loop.
+                    unsafe { attend_block(q, k, v, dst, task, hidden, &shape, scratch) }
+                });
+        };
+        if spec.rope.is_none() && spec.qk_norm.is_none() {
+            run(
+                Rows {
+                    data: src,
+                    offset: 0,
+                    stride: width,
+                },
+                Rows {
+                    data: src,
+                    offset: heads * d,
+                    stride: width,
+                },
+            );
+            return Ok(());
         }
-        tasks
-            .par_iter()
-            .for_each_init(Scratch::default, |scratch, &task| {
-                // SAFETY: each task writes rows [start + q0, start + q1) of head h's columns only;
-                // tasks never overlap and `out` outlives the parallel loop.
-                unsafe {
-                    attend_block(
-                        src,
-                        dst,
-                        task,
-                        hidden,
-                        head_dim,
-                        scale,
-                        half_window,
-                        tables,
-                        scratch,
-                    )
-                }
-            });
+        let prepared = prepare_queries_and_keys(src, cu_seqlens, max_len, spec)?;
+        let qk_width = (heads + kv_heads) * d;
+        run(
+            Rows {
+                data: &prepared,
+                offset: 0,
+                stride: qk_width,
+            },
+            Rows {
+                data: &prepared,
+                offset: heads * d,
+                stride: qk_width,
+            },
+        );
         Ok(())
-    };
-    with_f32(qkv, |src| match cos_sin {
-        Some((cos, sin)) => with_f32(cos, |c| with_f32(sin, |s| run(src, Some((c, s))))),
-        None => run(src, None),
     })?;
     // SAFETY: the offsets were checked to cover every token once; each token's row gets all
-    // `heads` blocks of `head_dim` columns from the gemm of its task (`read_dst` false).
+    // `heads` blocks of `d` columns from the gemm of its task (`read_dst` false).
     unsafe { out.set_len(n * hidden) };
     Tensor::from_vec(out, (n, hidden), &Device::Cpu)
 }
 
+/// RoPE's `(cos, sin)` tables, `[positions, d / 2]` each.
+type RopeRows<'a> = Option<(&'a [f32], &'a [f32])>;
+/// The query and key norms' weights and epsilon.
+type NormRows<'a> = Option<(&'a [f32], &'a [f32], f32)>;
+
+/// The query and key heads of `src` (the fused projection), normalised and rotated by their
+/// position inside their sequence: `[n, (heads + kv_heads) * d]`.
+fn prepare_queries_and_keys(
+    src: &[f32],
+    cu_seqlens: &[u32],
+    max_len: usize,
+    spec: &AttentionSpec<'_>,
+) -> CResult<Vec<f32>> {
+    let (heads, kv_heads, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    let width = spec.qkv_width();
+    let qk_width = (heads + kv_heads) * d;
+    let n = cu_seqlens.last().copied().unwrap_or(0) as usize;
+    let half = d / 2;
+    let with_tables = |f: &dyn Fn(RopeRows<'_>) -> CResult<Vec<f32>>| match spec.rope {
+        Some(rope) => with_f32(&rope.cos, |c| with_f32(&rope.sin, |s| f(Some((c, s))))),
+        None => f(None),
+    };
+    let with_norms = |f: &dyn Fn(NormRows<'_>) -> CResult<Vec<f32>>| match &spec.qk_norm {
+        Some(norm) => with_f32(norm.q, |q| with_f32(norm.k, |k| f(Some((q, k, norm.eps))))),
+        None => f(None),
+    };
+    let path = CpuPath::best();
+    with_tables(&|tables| {
+        if let Some((cos, _)) = tables {
+            if d % 2 != 0 || cos.len() < max_len * half {
+                return Err(kernel_error(format!(
+                    "attention: RoPE table covers {} positions of head size {d}, a sequence has {max_len}",
+                    cos.len() / half.max(1)
+                )));
+            }
+        }
+        with_norms(&|norms| {
+            if let Some((qw, kw, _)) = norms {
+                if qw.len() != d || kw.len() != d {
+                    return Err(kernel_error(format!(
+                        "attention: query/key norm weights are not of head size {d}"
+                    )));
+                }
+            }
+            let mut positions = vec![0usize; n];
+            for w in cu_seqlens.windows(2) {
+                for (p, t) in (w[0] as usize..w[1] as usize).enumerate() {
+                    positions[t] = p;
+                }
+            }
+            let mut buf = vec![0f32; n * qk_width];
+            buf.par_chunks_mut(qk_width)
+                .zip(src.par_chunks(width))
+                .zip(&positions)
+                .for_each(|((row, x), &pos)| {
+                    for (head, (out, x)) in row
+                        .chunks_exact_mut(d)
+                        .zip(x[..qk_width].chunks_exact(d))
+                        .enumerate()
+                    {
+                        out.copy_from_slice(x);
+                        if let Some((qw, kw, eps)) = norms {
+                            let w = if head < heads { qw } else { kw };
+                            rms_norm_row_on(path, out, w, eps);
+                        }
+                        if let Some((cos, sin)) = tables {
+                            let c = &cos[pos * half..(pos + 1) * half];
+                            let s = &sin[pos * half..(pos + 1) * half];
+                            rotate_half_on(path, out, c, s);
+                        }
+                    }
+                });
+            Ok(buf)
+        })
+    })
+}
+
 #[derive(Default)]
 struct Scratch {
-    q: Vec<f32>,
-    k: Vec<f32>,
     scores: Vec<f32>,
     inv_sums: Vec<f32>,
 }
 
-/// Copy `rows` rows of one head (`[rows, d]`, source row stride `stride`) into `buf`,
-/// rotating each by its position `pos0 + i`.
-fn rotate_rows(
-    src: &[f32],
-    stride: usize,
-    rows: usize,
+/// What every task of one attention call shares.
+struct TaskShape {
     d: usize,
-    pos0: usize,
-    tables: (&[f32], &[f32]),
-    buf: &mut Vec<f32>,
-) {
-    buf.clear();
-    buf.resize(rows * d, 0.0);
-    rotate_into_on(CpuPath::best(), src, stride, d, pos0, tables, buf);
+    group: usize,
+    scale: f32,
+    half_window: Option<usize>,
+    causal: bool,
 }
 
 dispatched! {
-    /// The rotation of [`rotate_rows`] into `buf` (`[rows, d]`, already sized).
-    fn rotate_into_on / rotate_into(
-        src: &[f32],
-        stride: usize,
-        d: usize,
-        pos0: usize,
-        tables: (&[f32], &[f32]),
-        buf: &mut [f32],
-    )
+    /// Rotate one head row in place (rotate-half convention) by the `cos`/`sin` row of its
+    /// position.
+    fn rotate_half_on / rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32])
 }
 
 #[inline(always)]
-fn rotate_into(
-    src: &[f32],
-    stride: usize,
-    d: usize,
-    pos0: usize,
-    (cos, sin): (&[f32], &[f32]),
-    buf: &mut [f32],
-) {
-    let half = d / 2;
-    for (i, row) in buf.chunks_exact_mut(d).enumerate() {
-        let x = &src[i * stride..i * stride + d];
-        let c = &cos[(pos0 + i) * half..(pos0 + i + 1) * half];
-        let s = &sin[(pos0 + i) * half..(pos0 + i + 1) * half];
-        let (lo, hi) = row.split_at_mut(half);
-        let (x1, x2) = x.split_at(half);
-        // Zipped slices of one length: no bounds checks, so the loop vectorises.
-        let pairs = lo.iter_mut().zip(hi.iter_mut()).zip(x1.iter().zip(x2));
-        for (((l, h), (&a, &b)), (&c, &s)) in pairs.zip(c.iter().zip(s)) {
-            *l = a * c - b * s;
-            *h = b * c + a * s;
-        }
+fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    let (lo, hi) = x.split_at_mut(half);
+    // Zipped slices of one length: no bounds checks, so the loop vectorises.
+    for ((l, h), (&c, &s)) in lo.iter_mut().zip(hi.iter_mut()).zip(cos.iter().zip(sin)) {
+        let (a, b) = (*l, *h);
+        *l = a * c - b * s;
+        *h = b * c + a * s;
     }
+}
+
+dispatched! {
+    /// RMSNorm of one row in place: `x / sqrt(mean(x^2) + eps) * weight`.
+    pub fn rms_norm_row_on / rms_norm_row(x: &mut [f32], weight: &[f32], eps: f32)
+}
+
+#[inline(always)]
+fn rms_norm_row(x: &mut [f32], weight: &[f32], eps: f32) {
+    let mean_sq = lanes_sum(x, |v| v * v) / x.len() as f32;
+    let inv = 1.0 / (mean_sq + eps).sqrt();
+    x.iter_mut()
+        .zip(weight)
+        .for_each(|(v, &w)| *v = w * (*v * inv));
+}
+
+/// The keys query `qi` of a sequence of `len` tokens sees: `lo..hi`.
+fn visible_keys(qi: usize, len: usize, half_window: Option<usize>, causal: bool) -> (usize, usize) {
+    let (mut lo, mut hi) = (0, len);
+    if let Some(w) = half_window {
+        lo = qi.saturating_sub(w);
+        hi = (qi + w + 1).min(len);
+    }
+    if causal {
+        hi = hi.min(qi + 1);
+    }
+    (lo, hi)
 }
 
 /// One attention task: query rows `[q0, q1)` of head `h` of the sequence at `start`.
@@ -433,34 +548,21 @@ fn rotate_into(
 /// columns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn attend_block(
-    src: &[f32],
+    q: Rows<'_>,
+    k: Rows<'_>,
+    v: Rows<'_>,
     dst: SharedMut,
     (start, len, h, q0, q1): (usize, usize, usize, usize, usize),
     hidden: usize,
-    d: usize,
-    scale: f32,
-    half_window: Option<usize>,
-    rope: Option<(&[f32], &[f32])>,
+    shape: &TaskShape,
     scratch: &mut Scratch,
 ) {
-    let stride = 3 * hidden;
-    let (k0, k1) = match half_window {
-        Some(w) => (q0.saturating_sub(w), (q1 + w).min(len)),
-        None => (0, len),
-    };
+    let d = shape.d;
+    let kv = h / shape.group;
+    // The keys any query of the block sees.
+    let (k0, _) = visible_keys(q0, len, shape.half_window, shape.causal);
+    let (_, k1) = visible_keys(q1 - 1, len, shape.half_window, shape.causal);
     let (m, kl) = (q1 - q0, k1 - k0);
-    let q_at = (start + q0) * stride + h * d;
-    let k_at = (start + k0) * stride + hidden + h * d;
-    let v_at = (start + k0) * stride + 2 * hidden + h * d;
-    // Query and key rows: straight from qkv, or rotated into scratch.
-    let (q_ptr, q_rs, k_ptr, k_rs) = match rope {
-        Some(tables) => {
-            rotate_rows(&src[q_at..], stride, m, d, q0, tables, &mut scratch.q);
-            rotate_rows(&src[k_at..], stride, kl, d, k0, tables, &mut scratch.k);
-            (scratch.q.as_ptr(), d, scratch.k.as_ptr(), d)
-        }
-        None => (src[q_at..].as_ptr(), stride, src[k_at..].as_ptr(), stride),
-    };
     scratch.scores.clear();
     scratch.scores.resize(m * kl, 0.0);
     let scores = &mut scratch.scores;
@@ -473,35 +575,28 @@ unsafe fn attend_block(
         1,
         kl as isize,
         false,
-        q_ptr,
+        q.at(start + q0, h, d),
         1,
-        q_rs as isize,
-        k_ptr,
-        k_rs as isize,
+        q.stride as isize,
+        k.at(start + k0, kv, d),
+        k.stride as isize,
         1,
         0.0,
-        scale,
+        shape.scale,
         false,
         false,
         false,
         gemm::Parallelism::None,
     );
-    // Unnormalised softmax per row; the 1/sum scaling is applied to the [m, d] output rows
-    // instead of the [m, kl] probabilities.
+    // Unnormalised softmax per row over the keys the row sees; the 1/sum scaling is applied
+    // to the [m, d] output rows instead of the [m, kl] probabilities.
     scratch.inv_sums.clear();
     for (i, row) in scores.chunks_exact_mut(kl).enumerate() {
-        let sum = match half_window {
-            Some(w) => {
-                // Keys of query q0 + i inside the window, relative to k0.
-                let qi = q0 + i;
-                let lo = qi.saturating_sub(w) - k0;
-                let hi = (qi + w + 1).min(len) - k0;
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                exp_shifted_sum(&mut row[lo..hi])
-            }
-            None => exp_shifted_sum(row),
-        };
+        let (lo, hi) = visible_keys(q0 + i, len, shape.half_window, shape.causal);
+        let (lo, hi) = (lo - k0, hi - k0);
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
+        let sum = exp_shifted_sum(&mut row[lo..hi]);
         scratch.inv_sums.push(1.0 / sum);
     }
     // out[m, d] = probs[m, kl] . v[kl, d]
@@ -517,9 +612,9 @@ unsafe fn attend_block(
         scores.as_ptr(),
         1,
         kl as isize,
-        src[v_at..].as_ptr(),
+        v.at(start + k0, kv, d),
         1,
-        stride as isize,
+        v.stride as isize,
         0.0,
         1.0,
         false,
@@ -531,6 +626,26 @@ unsafe fn attend_block(
         let row = std::slice::from_raw_parts_mut(dst.0.add(out_at + i * hidden), d);
         row.iter_mut().for_each(|x| *x *= inv);
     }
+}
+
+/// `RMSNorm` over the rows of `xs: [n, dim]`.
+pub(crate) fn rms_norm(xs: &Tensor, weight: &Tensor, eps: f32) -> CResult<Tensor> {
+    let (n, dim) = xs.dims2()?;
+    let path = CpuPath::best();
+    let mut out = with_f32(xs, |x| Ok(x.to_vec()))?;
+    with_f32(weight, |w| {
+        if w.len() != dim {
+            return Err(kernel_error(format!(
+                "rms_norm: weight is not of size {dim}"
+            )));
+        }
+        if dim > 0 {
+            out.par_chunks_mut(dim)
+                .for_each(|row| rms_norm_row_on(path, row, w, eps));
+        }
+        Ok(())
+    })?;
+    Tensor::from_vec(out, (n, dim), &Device::Cpu)
 }
 
 /// A set of CPU instructions the element-wise kernels are compiled for; the best one the CPU
@@ -957,32 +1072,37 @@ mod tests {
                     );
                 }
             }
-            // RoPE rows: rotate-half against the formula, with a source stride.
-            let (d, rows, stride, pos0) = (64, 5, 100, 3);
+            // RoPE rows: rotate-half against the formula, at several positions.
+            let d = 64;
             let half = d / 2;
-            let src: Vec<f32> = (0..rows * stride)
-                .map(|i| (i % 17) as f32 * 0.1 - 0.8)
-                .collect();
             let angle = |p: usize, j: usize| p as f32 * 0.01 * (j + 1) as f32;
-            let cos: Vec<f32> = (0..(pos0 + rows) * half)
-                .map(|i| angle(i / half, i % half).cos())
-                .collect();
-            let sin: Vec<f32> = (0..(pos0 + rows) * half)
-                .map(|i| angle(i / half, i % half).sin())
-                .collect();
-            let mut buf = vec![0f32; rows * d];
-            rotate_into_on(path, &src, stride, d, pos0, (&cos, &sin), &mut buf);
-            for r in 0..rows {
+            for pos in [0usize, 3, 700] {
+                let x: Vec<f32> = (0..d).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+                let cos: Vec<f32> = (0..half).map(|j| angle(pos, j).cos()).collect();
+                let sin: Vec<f32> = (0..half).map(|j| angle(pos, j).sin()).collect();
+                let mut row = x.clone();
+                rotate_half_on(path, &mut row, &cos, &sin);
                 for j in 0..half {
-                    let (x1, x2) = (src[r * stride + j], src[r * stride + half + j]);
-                    let (c, s) = (angle(pos0 + r, j).cos(), angle(pos0 + r, j).sin());
+                    let (x1, x2) = (x[j], x[half + j]);
+                    let (c, s) = (cos[j], sin[j]);
+                    assert!((row[j] - (x1 * c - x2 * s)).abs() < 1e-6, "{path:?}");
+                    assert!((row[half + j] - (x2 * c + x1 * s)).abs() < 1e-6, "{path:?}");
+                }
+            }
+            // RMSNorm rows against f64.
+            for dim in [1usize, 7, 16, 37, 128] {
+                let x: Vec<f32> = (0..dim)
+                    .map(|i| ((i * 31) % 13) as f32 * 0.3 - 2.0)
+                    .collect();
+                let w: Vec<f32> = (0..dim).map(|i| 0.5 + (i % 7) as f32 * 0.1).collect();
+                let ms = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
+                let mut row = x.clone();
+                rms_norm_row_on(path, &mut row, &w, 1e-6);
+                for i in 0..dim {
+                    let want = x[i] as f64 / (ms + 1e-6).sqrt() * w[i] as f64;
                     assert!(
-                        (buf[r * d + j] - (x1 * c - x2 * s)).abs() < 1e-6,
-                        "{path:?}"
-                    );
-                    assert!(
-                        (buf[r * d + half + j] - (x2 * c + x1 * s)).abs() < 1e-6,
-                        "{path:?}"
+                        (row[i] as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{path:?} rms dim {dim}"
                     );
                 }
             }
@@ -1002,13 +1122,89 @@ mod tests {
         assert!(layer_norm(&x, &b.narrow(0, 0, 36).unwrap(), None, 1e-5).is_err());
     }
 
+    /// The fused attention kernel matches candle's ops on sequences longer than one query
+    /// block: with and without a sliding window, RoPE, a causal mask, grouped key/value heads
+    /// and Qwen3's query/key norms.
+    #[test]
+    fn fused_attention_matches_candle_ops() {
+        use crate::models::attention::{self, QkNorm};
+        use crate::models::layers::Rope;
+        use crate::models::packed::PackedBatch;
+        use crate::tokenizer::EncodedPair;
+        let dev = Device::Cpu;
+        let encs: Vec<EncodedPair> = [300usize, 7, 530, 1]
+            .iter()
+            .map(|&len| EncodedPair {
+                ids: (0..len as u32).collect(),
+                type_ids: vec![0; len],
+            })
+            .collect();
+        let refs: Vec<&EncodedPair> = encs.iter().collect();
+        let batch = PackedBatch::new(&refs, &dev, candle_core::DType::F32).unwrap();
+        let n = batch.total_tokens();
+        let d = 8;
+        let rope = Rope::new(10_000.0, d, 600, candle_core::DType::F32, &dev).unwrap();
+        let qw = Tensor::randn(1f32, 0.2, d, &dev).unwrap();
+        let kw = Tensor::randn(1f32, 0.2, d, &dev).unwrap();
+        for (heads, kv_heads) in [(3, 3), (4, 2), (4, 1)] {
+            let width = (heads + 2 * kv_heads) * d;
+            let qkv = Tensor::randn(0f32, 1.0, (n, width), &dev).unwrap();
+            for window in [None, Some(5), Some(400)] {
+                for (causal, with_rope, norm) in [
+                    (false, false, false),
+                    (false, true, false),
+                    (true, true, false),
+                    (true, true, true),
+                    (true, false, true),
+                ] {
+                    let spec = AttentionSpec {
+                        heads,
+                        kv_heads,
+                        head_dim: d,
+                        half_window: window,
+                        causal,
+                        rope: with_rope.then_some(&rope),
+                        qk_norm: norm.then_some(QkNorm {
+                            q: &qw,
+                            k: &kw,
+                            eps: 1e-6,
+                        }),
+                    };
+                    let want = attention::attention(&qkv, &batch, &spec).unwrap();
+                    let got = attention(&qkv, &batch.cu_seqlens, &spec).unwrap();
+                    let diff = (got - want)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .max_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(
+                        diff < 1e-5,
+                        "heads {heads}/{kv_heads} window {window:?} causal {causal} rope {with_rope} norm {norm}: {diff}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn attention_refuses_offsets_that_do_not_cover_the_tokens() {
         let dev = Device::Cpu;
         let qkv = Tensor::randn(0f32, 1.0, (6, 3 * 8), &dev).unwrap();
-        assert!(attention(&qkv, &[0, 2, 6], 2, 4, None, None).is_ok());
+        let spec = AttentionSpec {
+            heads: 2,
+            kv_heads: 2,
+            head_dim: 4,
+            half_window: None,
+            causal: false,
+            rope: None,
+            qk_norm: None,
+        };
+        assert!(attention(&qkv, &[0, 2, 6], &spec).is_ok());
         for bad in [&[1u32, 6][..], &[0, 4, 2, 6], &[0, 5]] {
-            let err = attention(&qkv, bad, 2, 4, None, None).unwrap_err();
+            let err = attention(&qkv, bad, &spec).unwrap_err();
             assert!(err.to_string().contains("offsets"), "{err}");
         }
     }

@@ -72,7 +72,7 @@ pub fn start(model: &str, index: Option<ArticleIndex>, options: ServerOptions) -
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addr_tx.send(listener.local_addr()?).expect("address");
-            let server = Server::new(server_model, index.map(Arc::new), options);
+            let server = Server::new(server_model, index.map(Arc::new), options)?;
             server
                 .run(listener, async move {
                     let _ = rx.await;
