@@ -217,6 +217,77 @@ fn score_prints_one_line_per_pair_with_the_heads_score() {
     }
 }
 
+/// `score` and `search --model` run the rerankers beyond BERT and ModernBERT: an XLM-RoBERTa,
+/// an ELECTRA and a Qwen3 causal reranker directory; `score` gives sentence-transformers'
+/// scores of the fixture pairs.
+#[test]
+fn score_and_search_run_every_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = indexed_corpus(tmp.path());
+    for name in ["xlmr-1label", "electra-2label", "qwen3-reranker-st"] {
+        let reference: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture(&format!("{name}.reference.json"))).unwrap(),
+        )
+        .unwrap();
+        // The short cases (no repeated documents), as JSONL.
+        let cases: Vec<&Value> = reference["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c.get("document_repeat").is_none())
+            .take(8)
+            .collect();
+        let pairs = tmp.path().join(format!("{name}.jsonl"));
+        let lines: Vec<String> = cases
+            .iter()
+            .map(|c| {
+                serde_json::json!({"query": c["query"], "document": c["document"]}).to_string()
+            })
+            .collect();
+        std::fs::write(&pairs, lines.join("\n")).unwrap();
+        let out = run(&[&"score", &"--model", &fixture(name), &"--input", &pairs]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let scored: Vec<Value> = stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(scored.len(), cases.len(), "{name}");
+        for (line, case) in scored.iter().zip(&cases) {
+            let want: Vec<f64> = case["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_f64().unwrap())
+                .collect();
+            let got: Vec<f64> = line["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_f64().unwrap())
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}: {line}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{name}: {line} vs {want:?}");
+            }
+        }
+        let reranked = run_json(&[
+            &"search",
+            &"--index",
+            &idx,
+            &"lava",
+            &"--model",
+            &fixture(name),
+            &"--json",
+        ]);
+        let hits = reranked["hits"].as_array().unwrap();
+        assert_eq!(hits.len(), 2, "{name}");
+        assert!(
+            hits.iter().all(|h| h["rerank_score"].is_f64()),
+            "{name}: {reranked}"
+        );
+    }
+}
+
 #[test]
 fn bench_reports_a_workload() {
     let tmp = tempfile::tempdir().unwrap();

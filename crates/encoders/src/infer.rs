@@ -444,6 +444,15 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    /// Whether the result is there (waiting would not block).
+    pub fn is_ready(&self) -> bool {
+        self.completion
+            .result
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(true)
+    }
+
     /// Block until the predictions are ready.
     pub fn wait(self) -> Result<Vec<Prediction>> {
         self.wait_unless(None)
@@ -503,6 +512,162 @@ impl Drop for Ticket {
         self.completion.dropped.cancel();
         if !finished {
             self.shared.work.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CrossEncoderOptions, DeviceSpec};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn model(batch_size: usize) -> Arc<CrossEncoder> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert-3label");
+        Arc::new(
+            CrossEncoder::from_dir(
+                dir,
+                CrossEncoderOptions::default()
+                    .device(DeviceSpec::Cpu)
+                    .batch_size(batch_size),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn docs(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "document {i} about paris and the capital of france {}",
+                    "word ".repeat(i % 17)
+                )
+            })
+            .collect()
+    }
+
+    /// Counts the pairs the model thread ran.
+    fn counting() -> (QueueOptions, Arc<AtomicUsize>) {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let seen = ran.clone();
+        let on_batch: Arc<dyn Fn(BatchReport) + Send + Sync> = Arc::new(move |b: BatchReport| {
+            seen.fetch_add(b.pairs, Ordering::SeqCst);
+        });
+        (
+            QueueOptions {
+                on_batch: Some(on_batch),
+            },
+            ran,
+        )
+    }
+
+    #[test]
+    fn queued_predictions_equal_direct_ones_in_input_order() {
+        let model = model(4);
+        let queue = InferenceQueue::start(model.clone(), QueueOptions::default()).unwrap();
+        let docs = docs(37);
+        let direct = model.rank("capital of france", &docs, None).unwrap();
+        let queued = queue
+            .rerank("capital of france", &docs, None)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(queued.len(), docs.len());
+        for r in direct {
+            assert!((queued[r.index].score - r.score).abs() < 1e-6);
+        }
+        assert!(queue
+            .rerank("q", &[] as &[&str], None)
+            .unwrap()
+            .wait()
+            .unwrap()
+            .is_empty());
+        // A bad input is refused before anything is queued, naming its index.
+        let mut bad = model.encode(&[("q", "d")]).unwrap();
+        bad.push(crate::EncodedPair {
+            ids: vec![],
+            type_ids: vec![],
+        });
+        let err = queue.submit(bad, None).unwrap_err();
+        assert_eq!(err.input_index(), Some(1));
+        assert_eq!(queue.queued_pairs(), 0);
+    }
+
+    /// A small request queued behind a large one shares its batches: it is answered while the
+    /// large one still has most of its pairs to run.
+    #[test]
+    fn a_small_request_is_not_starved_by_a_large_one() {
+        let queue = InferenceQueue::start(model(4), QueueOptions::default()).unwrap();
+        let large = queue.rerank("paris", &docs(2_000), None).unwrap();
+        let small = queue.rerank("paris", &docs(3), None).unwrap();
+        assert_eq!(small.wait().unwrap().len(), 3);
+        assert!(
+            !large.is_ready(),
+            "the small request waited for the large one"
+        );
+        assert!(queue.queued_pairs() > 1_000, "{}", queue.queued_pairs());
+        assert_eq!(large.wait().unwrap().len(), 2_000);
+    }
+
+    /// Dropping a ticket, or cancelling its token, withdraws the pairs that have not run.
+    #[test]
+    fn cancelled_requests_leave_the_queue() {
+        for by_token in [false, true] {
+            let (options, ran) = counting();
+            let queue = InferenceQueue::start(model(4), options).unwrap();
+            let token = CancelToken::new();
+            let ticket = queue
+                .rerank("paris", &docs(4_000), Some(token.clone()))
+                .unwrap();
+            while ran.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if by_token {
+                token.cancel();
+                let err = ticket.wait_unless(Some(&token)).unwrap_err();
+                assert!(matches!(err, EncoderError::Cancelled), "{err}");
+            } else {
+                drop(ticket);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while queue.queued_pairs() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(queue.queued_pairs(), 0, "by token: {by_token}");
+            // The batch running at the time finishes; nothing after it.
+            std::thread::sleep(Duration::from_millis(50));
+            let done = ran.load(Ordering::SeqCst);
+            assert!(done < 4_000 / 2, "by token {by_token}: {done} pairs ran");
+            // The queue still serves others.
+            assert_eq!(
+                queue
+                    .rerank("q", &docs(5), None)
+                    .unwrap()
+                    .wait()
+                    .unwrap()
+                    .len(),
+                5
+            );
+        }
+    }
+
+    /// A ticket is a future: awaiting it gives the predictions.
+    #[test]
+    fn tickets_can_be_awaited() {
+        let queue = InferenceQueue::start(model(8), QueueOptions::default()).unwrap();
+        let ticket = queue.rerank("q", &docs(10), None).unwrap();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut ticket = Box::pin(ticket);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Poll::Ready(r) = ticket.as_mut().poll(&mut cx) {
+                assert_eq!(r.unwrap().len(), 10);
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }

@@ -37,7 +37,15 @@ fn keys(v: &Value) -> Vec<String> {
 
 #[test]
 fn tei_rerank_equals_score_for_one_two_and_three_labels() {
-    for fixture in ["modernbert-1label-mean", "bert-2label-vocab", "bert-3label"] {
+    for fixture in [
+        "modernbert-1label-mean",
+        "bert-2label-vocab",
+        "bert-3label",
+        "xlmr-1label",
+        "electra-2label",
+        "qwen3-reranker-st",
+        "qwen2-reranker",
+    ] {
         let server = start(fixture, None, options());
         let expected = expected_scores(&server.model, QUERY, &TEXTS);
         let r = post(
@@ -88,6 +96,31 @@ fn tei_rerank_equals_score_for_one_two_and_three_labels() {
             };
             let got = item["score"].as_f64().unwrap() as f32;
             assert!(close(got, raw), "{fixture} raw {got} vs {raw}");
+        }
+        server.stop().expect("stopped");
+    }
+}
+
+/// `/info` names the architecture and how it scores: a classification head, or the two
+/// tokens' logits of a causal reranker with their ids.
+#[test]
+fn info_names_the_architecture_and_the_scoring() {
+    for (fixture, architecture) in [
+        ("bert-3label", "bert"),
+        ("xlmr-1label", "xlm-roberta"),
+        ("qwen3-reranker-st", "qwen3"),
+    ] {
+        let server = start(fixture, None, options());
+        let info = get(&server.url("/info")).json();
+        assert_eq!(info["architecture"], architecture, "{info}");
+        if architecture == "qwen3" {
+            assert_eq!(
+                info["scoring"],
+                json!({"kind": "token_logits", "true_token": "yes", "true_id": 300, "false_token": "no", "false_id": 293}),
+                "{info}"
+            );
+        } else {
+            assert_eq!(info["scoring"], json!({"kind": "classifier"}), "{info}");
         }
         server.stop().expect("stopped");
     }
