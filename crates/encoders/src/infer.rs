@@ -461,6 +461,13 @@ impl Ticket {
     /// Block until the predictions are ready, or until `cancel` is cancelled (then the
     /// request is withdrawn and the result is [`EncoderError::Cancelled`]).
     pub fn wait_unless(self, cancel: Option<&CancelToken>) -> Result<Vec<Prediction>> {
+        self.wait_until(|| cancel.is_some_and(CancelToken::is_cancelled))
+    }
+
+    /// Block until the predictions are ready, or until `cancelled()` says the caller gave up
+    /// (it is asked every 50 ms; then the request is withdrawn and the result is
+    /// [`EncoderError::Cancelled`]).
+    pub fn wait_until(self, cancelled: impl Fn() -> bool) -> Result<Vec<Prediction>> {
         let mut slot = self
             .completion
             .result
@@ -470,7 +477,7 @@ impl Ticket {
             if let Some(result) = slot.take() {
                 return result;
             }
-            if cancel.is_some_and(CancelToken::is_cancelled) {
+            if cancelled() {
                 return Err(EncoderError::Cancelled);
             }
             slot = self

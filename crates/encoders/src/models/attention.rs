@@ -35,6 +35,10 @@ pub(crate) struct AttentionSpec<'a> {
     /// Rotary position embeddings of queries and keys, by position inside the sequence.
     pub(crate) rope: Option<&'a Rope>,
     pub(crate) qk_norm: Option<QkNorm<'a>>,
+    /// transformers applies this model's RoPE and query/key norms as separate operations in
+    /// the activation dtype (Qwen), not in f32 with one rounding (ModernBERT): the bf16
+    /// backend rounds where those operations do.
+    pub(crate) rounds_each_op: bool,
 }
 
 impl AttentionSpec<'_> {
@@ -306,6 +310,7 @@ mod tests {
             causal: false,
             rope: None,
             qk_norm: None,
+            rounds_each_op: false,
         }
     }
 

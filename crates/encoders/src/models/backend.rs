@@ -6,12 +6,15 @@
 //!
 //! - [`Portable`]: candle's ops, on any device and dtype (CUDA, and the reference path the
 //!   tests compare the others with);
-//! - [`CpuF32`]: fused f32 kernels on the CPU ([`super::cpu_f32`]).
+//! - [`CpuF32`]: fused f32 kernels on the CPU ([`super::cpu_f32`]);
+//! - [`CpuBf16`](super::cpu_bf16::CpuBf16): bf16 weights packed once for AMX or AVX512-BF16,
+//!   bf16 activations, f32 accumulation ([`super::cpu_bf16`]).
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{self, AttentionSpec};
+use super::cpu_bf16;
 use super::cpu_f32;
 use super::layers::Activation;
 use super::packed::PackedBatch;
@@ -23,6 +26,10 @@ type CResult<T> = candle_core::Result<T>;
 pub(crate) trait Backend: Send + Sync + Sized + 'static {
     /// Run feed-forward networks in blocks of rows (bounds the widest buffer on the CPU).
     const FFN_BLOCKS: bool;
+    /// Compute like a bf16 framework: the small layers of heads round their inputs, weights
+    /// and outputs to bf16 (the backbone's kernels round where such a framework stores
+    /// activations).
+    const ROUND_BF16: bool = false;
     /// A linear layer's parameters in the layout this backend's kernel reads.
     type Linear: Send + Sync;
 
@@ -153,7 +160,8 @@ impl Backend for CpuF32 {
 #[serde(rename_all = "snake_case")]
 pub enum Kernels {
     /// The fastest kernels for the device and dtype (the default): fused f32 kernels on the
-    /// CPU, candle's ops on CUDA.
+    /// CPU, bf16 matrix kernels (AMX, AVX512-BF16) for bf16 on a CPU that has them, candle's
+    /// ops on CUDA.
     #[default]
     Auto,
     /// candle's ops on every device and dtype: the reference the fused kernels are tested
@@ -166,17 +174,33 @@ pub enum Kernels {
 pub(crate) enum BackendKind {
     Portable,
     CpuF32,
+    CpuBf16,
 }
 
 impl BackendKind {
     /// Pick the backend for `device` and the requested compute `dtype`; returns it with the
-    /// dtype activations will have. On a CPU, other dtypes than f32 run in f32 (said in one
-    /// line).
+    /// dtype activations will have. On a CPU, bf16 runs the bf16 kernels where the CPU has
+    /// bf16 matrix instructions, and f32 elsewhere (said in one line); f16 runs in f32.
     pub(crate) fn choose(kernels: Kernels, device: &Device, dtype: DType) -> (Self, DType) {
         if kernels == Kernels::Portable || !device.is_cpu() {
             return (BackendKind::Portable, dtype);
         }
         match dtype {
+            DType::BF16 => match cpu_bf16::available_path() {
+                Some(path) => {
+                    tracing::info!(
+                        ?path,
+                        "bf16 on the CPU: packed bf16 weights, f32 accumulation"
+                    );
+                    (BackendKind::CpuBf16, DType::BF16)
+                }
+                None => {
+                    tracing::warn!(
+                        "this CPU has no bf16 matrix instructions (AMX or AVX512-BF16): computing in f32"
+                    );
+                    (BackendKind::CpuF32, DType::F32)
+                }
+            },
             DType::F32 => (BackendKind::CpuF32, DType::F32),
             other => {
                 tracing::warn!(dtype = ?other, "no CPU kernels for this dtype: computing in f32");
@@ -185,11 +209,12 @@ impl BackendKind {
         }
     }
 
-    /// The dtype checkpoint tensors are read in: the fused CPU backends read f32.
+    /// The dtype checkpoint tensors are read in: the fused CPU backends read f32 and convert
+    /// (or pack) each tensor as it loads.
     pub(crate) fn weights_dtype(self, activations: DType) -> DType {
         match self {
             BackendKind::Portable => activations,
-            BackendKind::CpuF32 => DType::F32,
+            BackendKind::CpuF32 | BackendKind::CpuBf16 => DType::F32,
         }
     }
 }

@@ -181,11 +181,12 @@ impl<B: Backend> BertEmbeddings<B> {
                 .position
                 .forward(&batch.padding_offset_position_ids(pad)?)?,
         };
+        // transformers' order: (word + token type) + position (it matters in bf16).
         let xs = self
             .word
             .forward(&batch.input_ids)?
-            .add(&positions)?
-            .add(&self.token_type.forward(&batch.token_type_ids)?)?;
+            .add(&self.token_type.forward(&batch.token_type_ids)?)?
+            .add(&positions)?;
         let xs = self.norm.forward(&xs)?;
         match &self.project {
             Some(p) => p.forward(&xs, None, None),
@@ -290,6 +291,7 @@ impl<B: Backend> BertEncoder<B> {
             causal: false,
             rope: None,
             qk_norm: None,
+            rounds_each_op: false,
         };
         for layer in &self.layers {
             xs = layer.forward(&xs, batch, &spec, self.act)?;
@@ -328,8 +330,8 @@ impl LoadModel for BertArchitecture {
         let encoder = BertEncoder::<B>::load(&root, &config, path)?;
         let head = match ctx.output {
             Output::Classifier { num_labels } => Head::Classifier {
-                pooler: Dense::load(&root.pp("pooler").pp("dense"), h, h, true)?,
-                classifier: load_classifier(ctx.weights, "classifier", h, *num_labels, path)?,
+                pooler: Dense::load::<B>(&root.pp("pooler").pp("dense"), h, h, true)?,
+                classifier: load_classifier::<B>(ctx.weights, "classifier", h, *num_labels, path)?,
             },
             Output::Embedding(pooling) => Head::Embedding(*pooling),
             Output::TokenLogitDifference { .. } => {

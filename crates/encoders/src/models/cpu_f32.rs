@@ -65,6 +65,8 @@ macro_rules! dispatched {
     };
 }
 
+pub(crate) use dispatched;
+
 fn kernel_error(msg: impl Into<String>) -> candle_core::Error {
     candle_core::Error::Msg(format!("cpu kernel: {}", msg.into()))
 }
@@ -499,7 +501,7 @@ struct TaskShape {
 dispatched! {
     /// Rotate one head row in place (rotate-half convention) by the `cos`/`sin` row of its
     /// position.
-    fn rotate_half_on / rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32])
+    pub fn rotate_half_on / rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32])
 }
 
 #[inline(always)]
@@ -1169,6 +1171,7 @@ mod tests {
                             k: &kw,
                             eps: 1e-6,
                         }),
+                        rounds_each_op: false,
                     };
                     let want = attention::attention(&qkv, &batch, &spec).unwrap();
                     let got = attention(&qkv, &batch.cu_seqlens, &spec).unwrap();
@@ -1201,6 +1204,7 @@ mod tests {
             causal: false,
             rope: None,
             qk_norm: None,
+            rounds_each_op: false,
         };
         assert!(attention(&qkv, &[0, 2, 6], &spec).is_ok());
         for bad in [&[1u32, 6][..], &[0, 4, 2, 6], &[0, 5]] {

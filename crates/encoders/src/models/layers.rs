@@ -190,55 +190,73 @@ impl<B: Backend> Embedding<B> {
     }
 }
 
-/// A small linear layer of a head, run in f32 with candle's ops whatever the backend: heads
-/// see one row per sequence, and f32 keeps the scores as exact as the backbone allows.
+/// A small linear layer of a head, run with candle's ops in f32 (heads see one row per
+/// sequence). Under a backend that computes like a bf16 framework (`Backend::ROUND_BF16`) its
+/// weights, inputs and outputs are rounded to bf16 values, as that framework stores them.
 #[derive(Debug, Clone)]
 pub(crate) struct Dense {
     weight: Tensor,
     bias: Option<Tensor>,
+    bf16: bool,
+}
+
+/// `t` in f32, its values rounded to bf16 when `bf16`.
+fn as_f32(t: &Tensor, bf16: bool) -> CResult<Tensor> {
+    if bf16 {
+        t.to_dtype(DType::BF16)?.to_dtype(DType::F32)
+    } else {
+        t.to_dtype(DType::F32)
+    }
 }
 
 impl Dense {
-    pub(crate) fn load(w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub(crate) fn load<B: Backend>(
+        w: &Weights,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight = w.get(&[out_dim, in_dim], "weight")?;
         let bias = if bias {
             Some(w.get(&[out_dim], "bias")?)
         } else {
             None
         };
-        Self::new(weight, bias)
+        Self::new::<B>(weight, bias)
     }
 
-    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+    pub(crate) fn new<B: Backend>(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         Ok(Self {
-            weight: weight.to_dtype(DType::F32)?,
-            bias: bias.map(|b| b.to_dtype(DType::F32)).transpose()?,
+            weight: as_f32(&weight, B::ROUND_BF16)?,
+            bias: bias.map(|b| as_f32(&b, B::ROUND_BF16)).transpose()?,
+            bf16: B::ROUND_BF16,
         })
     }
 
     /// `x W^T + b` for `x: [n, in]` (any dtype; the result is f32).
     pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        let ys = x.to_dtype(DType::F32)?.matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(b),
-            None => Ok(ys),
+        let mut ys = as_f32(x, self.bf16)?.matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            ys = ys.broadcast_add(b)?;
         }
+        as_f32(&ys, self.bf16)
     }
 }
 
-/// `nn.LayerNorm` of a head, in f32 with candle's op.
+/// `nn.LayerNorm` of a head, with candle's op in f32 (rounded like [`Dense`]).
 #[derive(Debug, Clone)]
 pub(crate) struct DenseNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    bf16: bool,
 }
 
 impl DenseNorm {
-    pub(crate) fn load(w: &Weights, dim: usize, bias: bool, eps: f64) -> Result<Self> {
-        let weight = w.get(&[dim], "weight")?.to_dtype(DType::F32)?;
+    pub(crate) fn load<B: Backend>(w: &Weights, dim: usize, bias: bool, eps: f64) -> Result<Self> {
+        let weight = as_f32(&w.get(&[dim], "weight")?, B::ROUND_BF16)?;
         let bias = if bias {
-            w.get(&[dim], "bias")?.to_dtype(DType::F32)?
+            as_f32(&w.get(&[dim], "bias")?, B::ROUND_BF16)?
         } else {
             Tensor::zeros(dim, DType::F32, weight.device())?
         };
@@ -246,16 +264,19 @@ impl DenseNorm {
             weight,
             bias,
             eps: eps as f32,
+            bf16: B::ROUND_BF16,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> CResult<Tensor> {
-        candle_nn::ops::layer_norm(&x.to_dtype(DType::F32)?, &self.weight, &self.bias, self.eps)
+        let y =
+            candle_nn::ops::layer_norm(&as_f32(x, self.bf16)?, &self.weight, &self.bias, self.eps)?;
+        as_f32(&y, self.bf16)
     }
 }
 
 /// Load a `[num_labels, hidden]` classifier, checking the label count against the config.
-pub(crate) fn load_classifier(
+pub(crate) fn load_classifier<B: Backend>(
     w: &Weights,
     name: &str,
     hidden: usize,
@@ -287,7 +308,7 @@ pub(crate) fn load_classifier(
             "the checkpoint has no classifier bias: scoring with a zero bias, as transformers does"
         );
     }
-    Dense::new(weight, bias)
+    Dense::new::<B>(weight, bias)
 }
 
 /// Precomputed rotary tables for one base, `[max_positions, head_dim / 2]` in f32 (what the

@@ -9,6 +9,8 @@
 pub(crate) mod attention;
 pub(crate) mod backend;
 pub(crate) mod bert;
+pub(crate) mod bf16gemm;
+pub(crate) mod cpu_bf16;
 pub(crate) mod cpu_f32;
 pub(crate) mod electra;
 pub(crate) mod layers;
@@ -28,6 +30,7 @@ pub use layers::Activation;
 pub use packed::PackedBatch;
 
 use backend::{BackendKind, CpuF32, Portable};
+use cpu_bf16::CpuBf16;
 
 /// Every architecture this crate runs. One line per file of this module.
 pub(crate) const ARCHITECTURES: &[&Architecture] = &[
@@ -234,6 +237,7 @@ fn load_on<M: LoadModel>(ctx: &LoadContext<'_>, backend: BackendKind) -> Result<
     match backend {
         BackendKind::Portable => M::load::<Portable>(ctx),
         BackendKind::CpuF32 => M::load::<CpuF32>(ctx),
+        BackendKind::CpuBf16 => M::load::<CpuBf16>(ctx),
     }
 }
 

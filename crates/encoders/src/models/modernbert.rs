@@ -350,6 +350,7 @@ impl<B: Backend> ModernBertLayer<B> {
             causal: false,
             rope: Some(&model.ropes[self.rope]),
             qk_norm: None,
+            rounds_each_op: false,
         };
         let ctx = B::attention(&qkv, batch, &spec)?;
         let xs = self.wo.forward(&ctx, Some(xs), None)?;
@@ -475,14 +476,19 @@ impl LoadModel for ModernBertArchitecture {
                     }
                 };
                 Ok(Head {
-                    dense: Dense::load(&w.pp("head").pp("dense"), h, h, config.classifier_bias)?,
+                    dense: Dense::load::<B>(
+                        &w.pp("head").pp("dense"),
+                        h,
+                        h,
+                        config.classifier_bias,
+                    )?,
                     act: Activation::parse(
                         &config.classifier_activation,
                         "classifier_activation",
                         path,
                     )?,
-                    norm: DenseNorm::load(&w.pp("head").pp("norm"), h, nb, eps)?,
-                    classifier: load_classifier(w, "classifier", h, *num_labels, path)?,
+                    norm: DenseNorm::load::<B>(&w.pp("head").pp("norm"), h, nb, eps)?,
+                    classifier: load_classifier::<B>(w, "classifier", h, *num_labels, path)?,
                     pooling,
                 })
             }

@@ -293,6 +293,7 @@ impl<B: Backend> QwenLayer<B> {
                 k: &k.weight,
                 eps: q.eps,
             }),
+            rounds_each_op: true,
         };
         let ctx = B::attention(&qkv, batch, &spec)?;
         let xs = self.o_proj.forward(&ctx, Some(xs), None)?;
@@ -458,7 +459,7 @@ impl<const QWEN3: bool> LoadModel for QwenArchitecture<QWEN3> {
             rope,
             act,
             shape,
-            score_rows: Dense::new(rows, None)?,
+            score_rows: Dense::new::<B>(rows, None)?,
             has_false: false_id.is_some(),
             limits: InputLimits {
                 vocab_size: config.vocab_size,

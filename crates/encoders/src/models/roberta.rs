@@ -68,8 +68,8 @@ impl LoadModel for RobertaArchitecture {
             Output::Classifier { num_labels } => {
                 let c = ctx.weights.pp("classifier");
                 Head::Classifier {
-                    dense: Dense::load(&c.pp("dense"), h, h, true)?,
-                    out_proj: load_classifier(&c, "out_proj", h, *num_labels, path)?,
+                    dense: Dense::load::<B>(&c.pp("dense"), h, h, true)?,
+                    out_proj: load_classifier::<B>(&c, "out_proj", h, *num_labels, path)?,
                 }
             }
             Output::Embedding(pooling) => Head::Embedding(*pooling),
