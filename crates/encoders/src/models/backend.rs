@@ -51,6 +51,10 @@ pub(crate) trait Backend: Send + Sync + Sized + 'static {
     fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32) -> CResult<Tensor>;
     /// RMSNorm over the last dimension.
     fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> CResult<Tensor>;
+    /// `a + b` of two tensors of one shape (embedding sums).
+    fn add(a: &Tensor, b: &Tensor) -> CResult<Tensor> {
+        a + b
+    }
     /// `[n, 2 * inter]` -> `act(first half) * second half`, `[n, inter]`.
     fn glu(x: &Tensor, inter: usize, act: Activation) -> CResult<Tensor>;
     /// Attention of the fused projection over `batch`.

@@ -182,11 +182,13 @@ impl<B: Backend> BertEmbeddings<B> {
                 .forward(&batch.padding_offset_position_ids(pad)?)?,
         };
         // transformers' order: (word + token type) + position (it matters in bf16).
-        let xs = self
-            .word
-            .forward(&batch.input_ids)?
-            .add(&self.token_type.forward(&batch.token_type_ids)?)?
-            .add(&positions)?;
+        let xs = B::add(
+            &B::add(
+                &self.word.forward(&batch.input_ids)?,
+                &self.token_type.forward(&batch.token_type_ids)?,
+            )?,
+            &positions,
+        )?;
         let xs = self.norm.forward(&xs)?;
         match &self.project {
             Some(p) => p.forward(&xs, None, None),

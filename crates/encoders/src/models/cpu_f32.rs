@@ -790,9 +790,22 @@ pub(crate) fn activate(xs: &mut [f32], act: Activation) {
     activate_on(CpuPath::best(), xs, act)
 }
 
+/// [`activate`] on `path` (an unavailable one runs the generic code). On AVX-512 the GELUs and
+/// SiLU run hand-vectorised kernels ([`avx512`]); the rest the compiled generic code.
+pub fn activate_on(path: CpuPath, xs: &mut [f32], act: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if path == CpuPath::Avx512 && path.available() {
+        // SAFETY: the CPU has the AVX-512 features the kernel is compiled for.
+        if unsafe { avx512::activate(xs, act) } {
+            return;
+        }
+    }
+    activate_compiled_on(path, xs, act)
+}
+
 dispatched! {
-    /// [`activate`] on `path` (an unavailable one runs the generic code).
-    pub fn activate_on / activate_generic(xs: &mut [f32], act: Activation)
+    /// The generic activation compiled for `path`.
+    fn activate_compiled_on / activate_generic(xs: &mut [f32], act: Activation)
 }
 
 #[inline(always)]
@@ -812,14 +825,226 @@ pub(crate) fn exp_shifted_sum(row: &mut [f32]) -> f32 {
     exp_shifted_sum_on(CpuPath::best(), row)
 }
 
+/// [`exp_shifted_sum`] on `path` (an unavailable one runs the generic code; AVX-512 a
+/// hand-vectorised kernel, [`avx512::exp_shifted_sum`]).
+pub fn exp_shifted_sum_on(path: CpuPath, row: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if path == CpuPath::Avx512 && path.available() {
+        // SAFETY: the CPU has the AVX-512 features the kernel is compiled for.
+        return unsafe { avx512::exp_shifted_sum(row) };
+    }
+    exp_shifted_sum_compiled_on(path, row)
+}
+
 dispatched! {
-    /// [`exp_shifted_sum`] on `path` (an unavailable one runs the generic code).
-    pub fn exp_shifted_sum_on / exp_shifted_sum_generic(row: &mut [f32]) -> f32
+    /// The generic softmax numerator compiled for `path`.
+    fn exp_shifted_sum_compiled_on / exp_shifted_sum_generic(row: &mut [f32]) -> f32
+}
+
+/// Hand-vectorised AVX-512 kernels for the element-wise work the compiler vectorised poorly:
+/// the softmax's max, `exp` and sum (with masked tails instead of a scalar remainder), and
+/// the GELUs and SiLU (`vscalefps` for `2^n`, a refined reciprocal instead of a division).
+/// The same polynomials as the generic code.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Activation;
+
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+
+    /// `e^x` of 16 lanes (Cephes polynomial, as [`super::exp`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
+            _mm512_set1_ps(88.3),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+        _mm512_scalef_ps(y, n)
+    }
+
+    /// `1 / d` to about 2^-23 relative: the 14-bit estimate and one Newton step.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn recip16(d: __m512) -> __m512 {
+        let t = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0)))
+    }
+
+    #[inline]
+    fn tail_mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// `row[i] = exp(row[i] - max(row))`; returns the sum.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn exp_shifted_sum(row: &mut [f32]) -> f32 {
+        let n = row.len();
+        let p = row.as_mut_ptr();
+        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), m, p.add(i));
+            vmax = _mm512_max_ps(vmax, v);
+            i += 16;
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        let mut sum = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_maskz_loadu_ps(m, p.add(i));
+            let e = exp16(_mm512_sub_ps(v, max));
+            _mm512_mask_storeu_ps(p.add(i), m, e);
+            sum = _mm512_mask_add_ps(sum, m, sum, e);
+            i += 16;
+        }
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// `erf(x)` of 16 lanes (Abramowitz & Stegun 7.1.26, as [`super::erf`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn erf16(x: __m512) -> __m512 {
+        let a = _mm512_abs_ps(x);
+        let t = recip16(_mm512_fmadd_ps(
+            a,
+            _mm512_set1_ps(0.327_591_1),
+            _mm512_set1_ps(1.0),
+        ));
+        let mut p = _mm512_set1_ps(1.061_405_4);
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453_152));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421_413_7));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284_496_74));
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254_829_6));
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+        let y = _mm512_fnmadd_ps(_mm512_mul_ps(p, t), e, _mm512_set1_ps(1.0));
+        // copysign(y, x)
+        let sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
+        _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign))
+    }
+
+    /// `tanh(x) = 1 - 2 / (e^{2x} + 1)` of 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tanh16(x: __m512) -> __m512 {
+        let e = exp16(_mm512_add_ps(x, x));
+        let q = recip16(_mm512_add_ps(e, _mm512_set1_ps(1.0)));
+        _mm512_fnmadd_ps(_mm512_set1_ps(2.0), q, _mm512_set1_ps(1.0))
+    }
+
+    /// Apply `act` in place when it is one this module vectorises (GELU, tanh-GELU, SiLU);
+    /// returns whether it did.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn activate(xs: &mut [f32], act: Activation) -> bool {
+        match act {
+            Activation::Gelu => map16(xs, |v| gelu16(v)),
+            Activation::GeluTanh => map16(xs, |v| gelu_tanh16(v)),
+            Activation::Silu => map16(xs, |v| silu16(v)),
+            Activation::Relu | Activation::Tanh => return false,
+        }
+        true
+    }
+
+    /// `act` of 16 lanes (every activation: ReLU and tanh too).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn activate16(x: __m512, act: Activation) -> __m512 {
+        match act {
+            Activation::Gelu => gelu16(x),
+            Activation::GeluTanh => gelu_tanh16(x),
+            Activation::Silu => silu16(x),
+            Activation::Relu => _mm512_max_ps(x, _mm512_setzero_ps()),
+            Activation::Tanh => tanh16(x),
+        }
+    }
+
+    /// `xs[i] = f(xs[i])`, 16 lanes at a time (masked tail); `f` is inlined.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn map16(xs: &mut [f32], f: impl Fn(__m512) -> __m512) {
+        let n = xs.len();
+        let p = xs.as_mut_ptr();
+        let mut i = 0;
+        while i < n {
+            let m = tail_mask(n - i);
+            let v = _mm512_maskz_loadu_ps(m, p.add(i));
+            _mm512_mask_storeu_ps(p.add(i), m, f(v));
+            i += 16;
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu16(x: __m512) -> __m512 {
+        let e = erf16(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+        ));
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(_mm512_set1_ps(1.0), e),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn gelu_tanh16(x: __m512) -> __m512 {
+        let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+        let inner = _mm512_mul_ps(
+            _mm512_set1_ps(0.797_884_6),
+            _mm512_fmadd_ps(_mm512_set1_ps(0.044_715), x3, x),
+        );
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(_mm512_set1_ps(1.0), tanh16(inner)),
+        )
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn silu16(x: __m512) -> __m512 {
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        _mm512_mul_ps(x, recip16(_mm512_add_ps(e, _mm512_set1_ps(1.0))))
+    }
 }
 
 #[inline(always)]
 fn exp_shifted_sum_generic(row: &mut [f32]) -> f32 {
-    let max = lanes_reduce(row, f32::NEG_INFINITY, f32::max);
+    // A comparison, not `f32::max`: its NaN rule kept the reduction scalar (11 % of a bf16
+    // MiniLM forward pass in `perf`). A NaN score makes every output NaN either way, and the
+    // scores are checked to be finite at the end.
+    let max = lanes_reduce(row, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     let mut acc = [0f32; 16];
     let mut chunks = row.chunks_exact_mut(16);
     for c in &mut chunks {

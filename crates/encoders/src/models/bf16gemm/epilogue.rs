@@ -58,6 +58,15 @@ pub(crate) unsafe fn apply_scalar(
                 }
                 _ => {}
             }
+            if let Some(act) = ctx.act {
+                let mut x = [bf16::from_f32(v).to_f32()];
+                crate::models::cpu_f32::activate_on(
+                    crate::models::cpu_f32::CpuPath::Generic,
+                    &mut x,
+                    act,
+                );
+                v = x[0];
+            }
             if ctx.out_bf16 {
                 *(ctx.out as *mut u16).add(i * ctx.ldc + j) = bf16::from_f32(v).0;
             } else {
@@ -129,6 +138,12 @@ pub(crate) unsafe fn apply_avx512(
                     v,
                     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))),
                 );
+            }
+            if let Some(act) = ctx.act {
+                let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+                let rounded =
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)));
+                v = crate::models::cpu_f32::avx512::activate16(rounded, act);
             }
             if ctx.out_bf16 {
                 let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));

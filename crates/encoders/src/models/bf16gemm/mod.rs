@@ -31,6 +31,7 @@ mod tests;
 
 use std::cell::RefCell;
 
+pub(crate) use super::layers::Activation;
 pub use detect::{amx_available, avx512bf16_available};
 pub use pack::PackedB;
 
@@ -119,6 +120,9 @@ pub struct Epilogue<'a> {
     /// is added (and round again after), as a framework that runs the linear layer and the
     /// residual addition as two bf16 operations does.
     pub round_before_residual: bool,
+    /// An activation applied last (bf16 output, no residual): to `scale·acc + bias` rounded to
+    /// bf16, as a framework that runs the activation as its own bf16 operation does.
+    pub activation: Option<Activation>,
 }
 
 impl Default for Epilogue<'_> {
@@ -128,6 +132,7 @@ impl Default for Epilogue<'_> {
             bias: None,
             residual: Residual::None,
             round_before_residual: false,
+            activation: None,
         }
     }
 }
@@ -195,6 +200,8 @@ pub(crate) struct Ctx {
     pub out_bf16: bool,
     /// Round to bf16 before adding the residual (bf16 output only).
     pub round_first: bool,
+    /// The activation of a bf16 output without residual.
+    pub act: Option<Activation>,
     pub out: *mut u8,
     pub ldc: usize,
 }
@@ -313,6 +320,7 @@ fn run(
         res_ld,
         out_bf16,
         round_first: epi.round_before_residual && out_bf16 && res_kind != 0,
+        act: epi.activation.filter(|_| out_bf16 && res_kind == 0),
         out: outp,
         ldc,
     };

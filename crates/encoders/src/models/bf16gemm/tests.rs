@@ -150,6 +150,7 @@ fn check_one(
         bias: if use_bias { Some(&bias) } else { None },
         residual,
         round_before_residual: false,
+        activation: None,
     };
     let out = if out_bf16 {
         Output::Bf16 {
@@ -660,6 +661,82 @@ fn rounding_before_the_residual_is_two_roundings() {
                 "{path:?} round first {round_first}: {:?}",
                 out[0].to_f32()
             );
+        }
+    }
+}
+
+/// An activation in the epilogue equals the activation applied afterwards to the rounded
+/// product (then rounded), within one bf16 step (the vectorised GELU and the generic one may
+/// differ in the last f32 bit).
+#[test]
+fn an_activation_in_the_epilogue_is_applied_to_the_rounded_product() {
+    let (m, n, k) = (37, 40, 96);
+    let mut rng = Rng(0x1234_5678);
+    let a: Vec<bf16> = rng
+        .vec_bf16(m * k)
+        .iter()
+        .map(|&x| bf16::from_f32(2.0 * x))
+        .collect();
+    let w = rng.vec_bf16(n * k);
+    let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
+    let packed = PackedB::from_f32_nk(&w, n, k, k);
+    for path in paths() {
+        for act in [
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Silu,
+            Activation::Relu,
+            Activation::Tanh,
+        ] {
+            let mut fused = vec![bf16(0); m * n];
+            let mut plain = vec![bf16(0); m * n];
+            let epi = |activation| Epilogue {
+                bias: Some(&bias),
+                activation,
+                ..Epilogue::none()
+            };
+            gemm_bf16(
+                path,
+                m,
+                &a,
+                k,
+                &packed,
+                Output::Bf16 {
+                    data: &mut fused,
+                    ld: n,
+                },
+                &epi(Some(act)),
+            )
+            .unwrap();
+            gemm_bf16(
+                path,
+                m,
+                &a,
+                k,
+                &packed,
+                Output::Bf16 {
+                    data: &mut plain,
+                    ld: n,
+                },
+                &epi(None),
+            )
+            .unwrap();
+            for (f, p) in fused.iter().zip(&plain) {
+                let mut x = [p.to_f32()];
+                crate::models::cpu_f32::activate_on(
+                    crate::models::cpu_f32::CpuPath::Generic,
+                    &mut x,
+                    act,
+                );
+                let want = bf16::from_f32(x[0]);
+                let step = (want.to_f32().abs() / 128.0).max(1e-30);
+                assert!(
+                    (f.to_f32() - want.to_f32()).abs() <= step,
+                    "{path:?} {act:?}: {} vs {}",
+                    f.to_f32(),
+                    want.to_f32()
+                );
+            }
         }
     }
 }
