@@ -120,7 +120,10 @@ vocab_size 250,002, 1 label, with the small trained Unigram tokenizer, so ids st
 vocab) and ``qwen3-0.6b`` (Qwen3-Reranker-0.6B's shape: hidden 1024, 28 layers, 16 heads, 8
 key-value heads, head_dim 128, intermediate 3072, vocab_size 151,669, tied; saved as ST 6.2
 saves it, with the small trained BPE).  ``--full-size-reference`` also writes
-``<out>/full_size_reference.json``: sentence-transformers scores and ids for 9 pairs.
+``<out>/full_size_reference.json``: sentence-transformers scores and ids for the 12 pairs of
+``full_size_reference_pairs`` (8 short ones in several scripts, an empty document, two of a few
+hundred tokens and one of about 2,000 tokens with the model's own tokenizer, which a 512-token
+model such as ``electra-base`` truncates).
 
 Everything is built locally; the Hugging Face Hub is never contacted.  The output is
 deterministic (fixed seeds, single-threaded torch): running it twice gives identical files.
@@ -1078,6 +1081,26 @@ def reranker_pairs() -> list[dict]:
     return c
 
 
+def full_size_reference_pairs(model_dir: Path, long_tokens: int = 2000) -> list[dict]:
+    """The pairs of a ``--full-size-reference``: the 8 short pairs of ``reranker_pairs`` (several
+    scripts, emoji), an empty document, two of a few hundred tokens, and LONG_QUERY with RERANK_LONG
+    repeated until the pair has about ``long_tokens`` tokens with the tokenizer saved in
+    ``model_dir`` (query and document counted without special tokens or template, so the model
+    sees a little more; a model with fewer positions truncates it)."""
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    repeat = max(2, round((long_tokens - count(LONG_QUERY)) / count(RERANK_LONG)))
+    pairs = [p for p in reranker_pairs() if "document_repeat" not in p][:8]
+    pairs.append({"query": "what is the capital of france?", "document": ""})  # empty document
+    pairs.append({"query": "tell me about paris", "document": LONG_DOC})
+    pairs.append({"query": LONG_QUERY, "document": RERANK_LONG})
+    pairs.append({"query": LONG_QUERY, "document": RERANK_LONG, "document_repeat": repeat})
+    return pairs
+
+
 def pair_texts(pairs: list[dict]) -> list[tuple[str, str]]:
     return [(p["query"], p["document"] * p.get("document_repeat", 1)) for p in pairs]
 
@@ -1852,12 +1875,12 @@ def make_full_size(kind: str, out: Path, shared: Path, seed: int = 0, reference:
     print(f"{kind}: {n / 1e6:.1f}M parameters -> {out}")
     if reference:
         del model
-        pairs = [p for p in reranker_pairs() if "document_repeat" not in p][:8]
-        pairs.append({"query": LONG_QUERY, "document": RERANK_LONG})
+        pairs = full_size_reference_pairs(out)
         cases, st = st_reference(out, pairs, batch_size=4)
         ref = finish_reference(kind, out, cases, st, seed=seed)
         write_json(out / "full_size_reference.json", ref)
-        print(f"{kind}: full_size_reference.json, {len(cases)} cases, raw scores "
+        ntok = [c["num_tokens"] for c in cases]
+        print(f"{kind}: full_size_reference.json, {len(cases)} cases of {min(ntok)}-{max(ntok)} tokens, raw scores "
               f"[{ref['raw_score_spread']['min']:+.3f}, {ref['raw_score_spread']['max']:+.3f}], "
               f"act={st['activation_fn'].rsplit('.', 1)[-1]} max_length={st['max_length']}")
 
