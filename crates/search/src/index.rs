@@ -25,6 +25,7 @@ use crate::loader::{first_str, DocLoader};
 use crate::query_check::check_query;
 use crate::rerank::{Hit, RerankResults, Timings};
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
+use crate::stored::{read_document, Walked};
 
 /// Smallest per-thread memory budget tantivy accepts.
 const MIN_THREAD_BUDGET: usize = 15_000_000;
@@ -631,17 +632,26 @@ impl DocLoader for ArticleLoader {
     type Doc = Article;
 
     fn load(&self, searcher: &Searcher, address: DocAddress) -> Result<Article, BoxError> {
-        let doc: TantivyDocument = searcher.doc(address)?;
         let f = self.fields;
-        let id = first_str(&doc, f.id).ok_or_else(|| SearchError::MissingStoredField {
+        let [id, title, body] = match read_document(searcher, address, &[f.id, f.title, f.body])? {
+            Walked::Values(found) => {
+                let mut found = found.into_iter();
+                [(); 3].map(|()| found.next().and_then(|v| v.into_iter().next()))
+            }
+            Walked::Nested => {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                [f.id, f.title, f.body].map(|field| first_str(&doc, field).map(str::to_string))
+            }
+        };
+        let id = id.ok_or_else(|| SearchError::MissingStoredField {
             doc_address: fmt_address(address),
             field: "id".into(),
         })?;
         Ok(Article {
-            id: id.to_string(),
+            id,
             // Title and body may legitimately be empty: only the id is required.
-            title: first_str(&doc, f.title).unwrap_or_default().to_string(),
-            body: first_str(&doc, f.body).unwrap_or_default().to_string(),
+            title: title.unwrap_or_default(),
+            body: body.unwrap_or_default(),
         })
     }
 

@@ -44,6 +44,7 @@ mod query_check;
 mod rerank;
 mod reranker;
 mod schema;
+mod stored;
 
 pub use cascade::{Cascade, Stage};
 pub use collector::{FirstStageScore, RerankCollector, TaggedSegmentCollector};

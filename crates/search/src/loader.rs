@@ -7,6 +7,7 @@ use tantivy::schema::{Field, FieldType, Schema, Value};
 use tantivy::{DocAddress, Searcher, TantivyDocument};
 
 use crate::error::{BoxError, Result, SearchError};
+use crate::stored::{read_document, Walked};
 
 /// Loads a candidate's document from the searcher that found it and gives the text the
 /// reranker reads. Implemented by [`StoredText`] (named stored text fields, joined), by the
@@ -146,8 +147,23 @@ impl DocLoader for StoredText {
     type Doc = String;
 
     fn load(&self, searcher: &Searcher, address: DocAddress) -> Result<String, BoxError> {
-        let doc: TantivyDocument = searcher.doc(address)?;
-        Ok(self.text_of(&doc))
+        let wanted: Vec<Field> = self.fields.iter().map(|(f, _)| *f).collect();
+        match read_document(searcher, address, &wanted)? {
+            Walked::Values(values) => {
+                let mut out = String::new();
+                for s in values.iter().flatten().filter(|s| !s.is_empty()) {
+                    if !out.is_empty() {
+                        out.push_str(&self.separator);
+                    }
+                    out.push_str(s);
+                }
+                Ok(out)
+            }
+            Walked::Nested => {
+                let doc: TantivyDocument = searcher.doc(address)?;
+                Ok(self.text_of(&doc))
+            }
+        }
     }
 
     fn text<'d>(&self, doc: &'d String) -> Cow<'d, str> {
