@@ -20,6 +20,10 @@ pub enum RerankError {
     /// Any other failure, described in words.
     #[error("reranker failed: {0}")]
     Message(String),
+    /// The reranker stopped because the run's [`CancelToken`](crate::CancelToken) was
+    /// cancelled (or its deadline passed); the run reports [`SearchError::Cancelled`].
+    #[error("reranking was cancelled")]
+    Cancelled,
 }
 
 impl RerankError {
@@ -161,6 +165,22 @@ pub enum SearchError {
         entry: String,
         /// Why it is refused.
         reason: String,
+    },
+    /// The query has more terms than the search takes
+    /// ([`SearchOptions::max_query_terms`](crate::SearchOptions::max_query_terms)): each
+    /// term costs the query memory, so a huge query is refused before tantivy builds it.
+    #[error("query refused: it has {terms} or more terms; at most {max} (max_query_terms)")]
+    QueryTooLong {
+        /// Terms counted (counting stops just past the cap).
+        terms: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The run was stopped by its [`CancelToken`](crate::CancelToken).
+    #[error("the search stopped because {reason}")]
+    Cancelled {
+        /// A cancel call, or the deadline.
+        reason: crate::CancelReason,
     },
     /// The reranker failed for a query.
     #[error("reranking query {query:?} failed: {source}")]

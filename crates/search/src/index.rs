@@ -16,6 +16,7 @@ use tantivy::{
     TantivyError, Term,
 };
 
+use crate::cancel::CancelToken;
 use crate::cascade::{check_top_n, load_candidates, Cascade};
 use crate::error::{abridge, BoxError, Result, SearchError};
 use crate::import::{
@@ -439,9 +440,45 @@ impl ArticleIndex {
     /// every document without those terms, as tantivy's parser does; one whose negated terms
     /// are all removed (`-the`) has nothing to search and is `None` too. An explicit `*`
     /// still matches every document.
+    ///
+    /// A query of more than [`DEFAULT_MAX_QUERY_TERMS`] terms is [`SearchError::QueryTooLong`]
+    /// (see [`SearchOptions::max_query_terms`]).
     pub fn parse_query(&self, query: &str) -> Result<Option<Box<dyn Query>>> {
+        self.parse_capped(query, DEFAULT_MAX_QUERY_TERMS)
+    }
+
+    fn parse_capped(&self, query: &str, max_terms: usize) -> Result<Option<Box<dyn Query>>> {
         check_query(query)?;
+        self.check_terms(query, max_terms)?;
         Ok(self.parse_checked(query))
+    }
+
+    /// Refuse a query whose text the searched field's analyzer cuts into more than
+    /// `max_terms` tokens, before tantivy's parser builds a clause (and later a scorer, with
+    /// its buffers) for each: counting stops just past the cap, so a huge query costs no more
+    /// than the cap to refuse.
+    fn check_terms(&self, query: &str, max_terms: usize) -> Result<()> {
+        let field = match self.query_options.fields {
+            QueryFields::Auto | QueryFields::Combined => self.fields.all,
+            QueryFields::Separate => None,
+        }
+        .unwrap_or(self.fields.body);
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(field)
+            .map_err(SearchError::tantivy("reading the query analyzer"))?;
+        let mut stream = analyzer.token_stream(query);
+        let mut terms = 0usize;
+        while terms <= max_terms && stream.advance() {
+            terms += 1;
+        }
+        if terms > max_terms {
+            return Err(SearchError::QueryTooLong {
+                terms,
+                max: max_terms,
+            });
+        }
+        Ok(())
     }
 
     fn parse_checked(&self, query: &str) -> Option<Box<dyn Query>> {
@@ -536,8 +573,11 @@ impl ArticleIndex {
         if let Some(cascade) = options.rerank {
             cascade.validate()?;
         }
+        if let Some(token) = options.cancel {
+            token.check()?;
+        }
         let searcher = self.reader.searcher();
-        let Some(q) = self.parse_query(query)? else {
+        let Some(q) = self.parse_capped(query, options.max_query_terms)? else {
             return Ok(RerankResults::empty(query));
         };
         let limit = match options.rerank {
@@ -561,6 +601,7 @@ impl ArticleIndex {
                 options.top_n,
                 started,
                 retrieve,
+                options.cancel,
             ),
             None => {
                 let t = Instant::now();
@@ -588,6 +629,9 @@ impl ArticleIndex {
 /// Results of [`ArticleIndex::search`].
 pub type SearchResults = RerankResults<Article>;
 
+/// The most terms a query may have by default ([`SearchOptions::max_query_terms`]).
+pub const DEFAULT_MAX_QUERY_TERMS: usize = 1_024;
+
 /// Options of [`ArticleIndex::search`].
 #[derive(Debug, Clone, Copy)]
 pub struct SearchOptions<'a> {
@@ -595,6 +639,15 @@ pub struct SearchOptions<'a> {
     pub top_n: usize,
     /// The second stage; `None` (default): BM25 only.
     pub rerank: Option<&'a Cascade<'a>>,
+    /// Stops the search when cancelled or past its deadline (default none): checked before
+    /// the first stage and throughout the second (see [`CancelToken`]); the search then fails
+    /// with [`SearchError::Cancelled`].
+    pub cancel: Option<&'a CancelToken>,
+    /// The most terms the query may have, as the searched field's analyzer cuts it (default
+    /// [`DEFAULT_MAX_QUERY_TERMS`]); a longer query is [`SearchError::QueryTooLong`]. Each
+    /// term costs memory while the query runs (tens of kilobytes: a 60,000-term query took
+    /// gigabytes), so the cap bounds what one query can take.
+    pub max_query_terms: usize,
 }
 
 impl Default for SearchOptions<'_> {
@@ -602,6 +655,8 @@ impl Default for SearchOptions<'_> {
         SearchOptions {
             top_n: 10,
             rerank: None,
+            cancel: None,
+            max_query_terms: DEFAULT_MAX_QUERY_TERMS,
         }
     }
 }
@@ -616,6 +671,18 @@ impl<'a> SearchOptions<'a> {
     /// Rerank with `cascade`.
     pub fn rerank(mut self, cascade: &'a Cascade<'a>) -> Self {
         self.rerank = Some(cascade);
+        self
+    }
+
+    /// Stop when `token` is cancelled.
+    pub fn cancel(mut self, token: &'a CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Refuse queries of more than `terms` terms.
+    pub fn max_query_terms(mut self, terms: usize) -> Self {
+        self.max_query_terms = terms;
         self
     }
 }
