@@ -67,6 +67,17 @@ pub enum SearchError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The disk holding the index (or the user's quota on it) is full. Nothing of the
+    /// import was committed, and the files it had written were removed.
+    #[error("the disk holding the index at {path} is full ({cause}) while {context}: nothing of this import was committed and its partial files were removed; free some space and import again")]
+    DiskFull {
+        /// The index directory.
+        path: PathBuf,
+        /// What was being done.
+        context: String,
+        /// The underlying error, in words.
+        cause: String,
+    },
     /// Reading a file or directory failed.
     #[error("I/O error on {path}: {source}")]
     Io {
