@@ -555,6 +555,7 @@ fn a_large_request_is_split_not_refused() {
         None,
         ServerOptions {
             max_client_batch_size: 16,
+            max_documents: 2_000,
             ..options()
         },
     );
