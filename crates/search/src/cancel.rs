@@ -129,6 +129,10 @@ impl<'t> Stop<'t> {
     pub(crate) fn check(&self) -> Result<()> {
         self.tokens.iter().flatten().try_for_each(|t| t.check())
     }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.tokens.iter().flatten().any(|t| t.is_cancelled())
+    }
 }
 
 #[cfg(test)]

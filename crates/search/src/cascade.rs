@@ -605,7 +605,7 @@ impl Stage<'_> {
             },
         };
         let tokenizer = self.reranker.tokenizer();
-        let passages = build_passages(query, docs, tokenizer, &self.options)
+        let passages = build_passages(query, docs, tokenizer, &self.options, stop)
             .map_err(|e| rerank_err(RerankError::Tokenizer(e)))?;
         stop.check()?;
         // What each text costs the model, in tokens (words without a tokenizer): its units,
@@ -700,12 +700,14 @@ impl Stage<'_> {
 
 /// Passages of every document with their units (tokens, or words without a tokenizer).
 /// Passages are cut by the reranker's tokens when it has a tokenizer, else by words, and
-/// never longer than what the model reads whole next to the query.
+/// never longer than what the model reads whole next to the query. Once `stop` says stop,
+/// the documents not yet cut are left without passages (the caller checks `stop` next).
 fn build_passages<'t>(
     query: &str,
     texts: &[&'t str],
     tokenizer: Option<ModelTokenizer<'_>>,
     options: &StageOptions,
+    stop: Stop<'_>,
 ) -> std::result::Result<Vec<Vec<(&'t str, usize)>>, crate::BoxError> {
     let Some(mut popts) = options.passages else {
         return Ok(texts
@@ -726,6 +728,9 @@ fn build_passages<'t>(
     texts
         .par_iter()
         .map(|&text| {
+            if stop.is_cancelled() {
+                return Ok(Vec::new());
+            }
             let spans = match tokenizer {
                 Some(t) => t.tokenizer.token_spans(text, need)?,
                 None => word_spans(text),
@@ -1322,6 +1327,61 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_cutting_passages() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Cuts by words; cancels its token when it starts on its first text.
+        struct Cancels {
+            token: CancelToken,
+            texts: AtomicUsize,
+        }
+        impl PassageTokenizer for Cancels {
+            fn token_spans(
+                &self,
+                text: &str,
+                _need: usize,
+            ) -> std::result::Result<Vec<(usize, usize)>, BoxError> {
+                self.texts.fetch_add(1, Ordering::SeqCst);
+                self.token.cancel();
+                Ok(word_spans(text))
+            }
+            fn count_tokens(&self, text: &str) -> std::result::Result<usize, BoxError> {
+                Ok(text.split_whitespace().count())
+            }
+            fn special_tokens(&self, _pair: bool) -> usize {
+                2
+            }
+            fn max_tokens(&self) -> usize {
+                512
+            }
+        }
+        impl Reranker for Cancels {
+            fn rerank(&self, _q: &str, t: &[&str]) -> std::result::Result<Vec<f32>, RerankError> {
+                Ok(vec![0.0; t.len()])
+            }
+            fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+                Some(ModelTokenizer {
+                    tokenizer: self,
+                    input: ModelInput::WithQuery,
+                })
+            }
+        }
+        let token = CancelToken::new();
+        let reranker = Cancels {
+            token: token.clone(),
+            texts: AtomicUsize::new(0),
+        };
+        let cascade = Cascade::new(Stage::borrowed(&reranker).window(1_000)).cancel_on(token);
+        let err = run(&cascade, cands(1_000), 10).unwrap_err();
+        assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
+        // Texts already being cut on other threads finish; no other one starts.
+        let cut = reranker.texts.load(Ordering::SeqCst);
+        assert!(
+            cut <= rayon::current_num_threads(),
+            "{cut} of 1,000 texts cut"
+        );
     }
 
     #[test]
