@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// are closed (their searches cancelled) and the process exits.
     #[arg(long, default_value_t = 30.0, value_parser = seconds)]
     pub shutdown_timeout: f64,
+    /// Threads of /search's own work (passages, tokenising), apart from the model's and the
+    /// other endpoints'; as many searches run at once (default: half the cores, at least 1).
+    #[arg(long, value_parser = crate::at_least_one)]
+    pub search_threads: Option<usize>,
     #[command(flatten)]
     pub model_opts: ModelOptions,
 }
@@ -146,6 +150,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .max_connections
             .unwrap_or_else(|| tantivy_rerank_server::default_max_connections(reserved)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        search_threads: args
+            .search_threads
+            .unwrap_or(ServerOptions::default().search_threads),
     };
     if let Err(e) = options.validate() {
         bail!("{e}");

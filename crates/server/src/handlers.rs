@@ -559,7 +559,9 @@ fn search_error(e: SearchError) -> ApiError {
 /// future is dropped (client gone, request timed out, shutdown), and with the request
 /// timeout as its deadline, so abandoned searches stop between reranker batches. The
 /// request's concurrency permit goes with the blocking work, so that a search keeps its
-/// place among `max_concurrent_requests` until it has stopped.
+/// place among `max_concurrent_requests` until it has stopped. Its parallel work runs in the
+/// service's search pool (`search_threads`): on the global pool, cutting a window of long
+/// documents into passages held up every other request's tokenising and model batches.
 pub(crate) async fn search(
     State(state): State<Arc<AppState>>,
     permit: Option<Extension<RequestPermit>>,
@@ -596,6 +598,7 @@ pub(crate) async fn search(
     let max_terms = o.max_query_terms;
     blocking(move || {
         let _permit = permit;
+        let shared = state.clone();
         let stage = match state.search_reranker.clone() {
             Some(reranker) => Stage::shared(reranker),
             None => Stage::new(QueuedReranker {
@@ -609,10 +612,12 @@ pub(crate) async fn search(
             .rerank(&cascade)
             .cancel(&token)
             .max_query_terms(max_terms);
-        index
-            .search(&req.query, &options)
-            .map(Json)
-            .map_err(search_error)
+        let run = || index.search(&req.query, &options);
+        let found = match &shared.search_pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        };
+        found.map(Json).map_err(search_error)
     })
     .await
 }

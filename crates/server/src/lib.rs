@@ -34,6 +34,7 @@ mod body;
 mod error;
 mod handlers;
 mod listen;
+mod trim;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -108,6 +109,16 @@ pub struct ServerOptions {
     /// their connections and returns (default 30 s).
     #[serde(with = "secs")]
     pub shutdown_timeout: Duration,
+    /// Threads of `/search`'s own CPU work (cutting candidates into passages, tokenising
+    /// them), apart from the threads the model and the other endpoints use, so that a search
+    /// never holds up their work (default half the cores, at least 1). As many searches run
+    /// at once; more wait their turn.
+    pub search_threads: usize,
+}
+
+/// Half the cores this process may use, at least 1.
+fn half_the_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// File descriptors the process keeps besides its connections by default: standard streams,
@@ -164,6 +175,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             max_connections: default_max_connections(RESERVED_FDS),
             shutdown_timeout: Duration::from_secs(30),
+            search_threads: half_the_cores(),
         }
     }
 }
@@ -182,6 +194,7 @@ impl ServerOptions {
             ("max_query_tokens", self.max_query_tokens),
             ("max_query_terms", self.max_query_terms),
             ("max_connections", self.max_connections),
+            ("search_threads", self.search_threads),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -235,6 +248,11 @@ pub(crate) struct AppState {
     pub(crate) permits: Arc<Semaphore>,
     /// Scores `/search` instead of the served model through the queue, when set.
     pub(crate) search_reranker: Option<Arc<dyn Reranker>>,
+    /// Where `/search` runs its own parallel work (`None`: the global pool, if this one could
+    /// not be started).
+    pub(crate) search_pool: Option<rayon::ThreadPool>,
+    /// Requests in flight, for handing memory back when there are none.
+    pub(crate) idle: Arc<trim::Idle>,
 }
 
 /// The service: a model, optionally an index, and its options.
@@ -309,6 +327,15 @@ impl Server {
             }
         }
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests));
+        let search_pool = match index {
+            None => None,
+            Some(_) => rayon::ThreadPoolBuilder::new()
+                .num_threads(options.search_threads.max(1))
+                .thread_name(|i| format!("search-{i}"))
+                .build()
+                .map_err(|e| tracing::warn!(error = %e, "no thread pool of its own for /search"))
+                .ok(),
+        };
         Server {
             state: Arc::new(AppState {
                 model,
@@ -318,6 +345,8 @@ impl Server {
                 metrics: prometheus(),
                 permits,
                 search_reranker: None,
+                search_pool,
+                idle: Arc::default(),
             }),
         }
     }
@@ -365,7 +394,10 @@ impl Server {
             ))
             .layer(DefaultBodyLimit::max(state.options.payload_limit))
             .layer(middleware::from_fn_with_state(state.clone(), time_limit))
-            .layer(middleware::from_fn(count_requests))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                count_requests,
+            ))
             .with_state(state)
     }
 
@@ -394,7 +426,10 @@ impl Server {
             max_connections: o.max_connections.clamp(1, MAX_LIMIT),
             shutdown_timeout: o.shutdown_timeout,
         };
-        listen::serve(listener, app, limits, shutdown).await?;
+        let trimmer = tokio::spawn(self.state.idle.clone().trim_when_idle());
+        let served = listen::serve(listener, app, limits, shutdown).await;
+        trimmer.abort();
+        served?;
         tracing::info!("rerank service stopped");
         Ok(())
     }
@@ -522,8 +557,14 @@ impl Drop for Abandoned {
     }
 }
 
-/// Request counts and durations per route and status, and requests abandoned per route.
-async fn count_requests(request: Request, next: Next) -> Response {
+/// Request counts and durations per route and status, and requests abandoned per route; and
+/// the requests in flight, for handing memory back when there are none.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _busy = state.idle.enter();
     let path = request.uri().path().to_string();
     let route = match path.as_str() {
         "/rerank" | "/predict" | "/v1/rerank" | "/v2/rerank" | "/search" | "/health" | "/info"
