@@ -61,8 +61,12 @@ pub struct BenchArgs {
     /// The index `--serve-abuse` serves /search on.
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// Seconds of each `--serve-abuse` phase.
-    #[arg(long, default_value_t = 10.0)]
+    /// The abusive clients of `--serve-abuse`, one of each kind given (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub abuse: Vec<crate::serve_abuse::AbuseKind>,
+    /// Seconds of each `--serve-abuse` phase (the default outlasts the service's default
+    /// 10 s header timeout, so the slow-header connections are seen closed).
+    #[arg(long, default_value_t = 15.0)]
     pub abuse_seconds: f64,
     /// Print the report as JSON.
     #[arg(long)]
@@ -92,14 +96,18 @@ struct BenchReport {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.serve_abuse {
         let index = crate::serve_abuse::check_index(args.index.as_ref())?;
-        let report = crate::serve_abuse::run(&args.model.model, index, args.abuse_seconds)?;
+        let kinds = match args.abuse.is_empty() {
+            true => crate::serve_abuse::ALL_KINDS.to_vec(),
+            false => args.abuse.clone(),
+        };
+        let report = crate::serve_abuse::run(&args.model.model, index, args.abuse_seconds, &kinds)?;
         return match args.json {
             true => crate::print_stdout(&(serde_json::to_string_pretty(&report)? + "\n")),
             false => crate::print_stdout(&crate::serve_abuse::table(&report)),
         };
     }
-    if args.index.is_some() {
-        bail!("--index is for --serve-abuse");
+    if args.index.is_some() || !args.abuse.is_empty() {
+        bail!("--index and --abuse are for --serve-abuse");
     }
     if args.workload.is_empty() && args.dataset.is_none() {
         bail!("give at least one --workload FILE or a --dataset DIR");

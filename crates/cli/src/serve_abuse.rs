@@ -17,9 +17,31 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-/// Well-behaved clients, and abusive ones (one of each kind).
+/// Well-behaved clients.
 const POLITE_CLIENTS: usize = 8;
-const ABUSIVE_CLIENTS: usize = 4;
+
+/// The kinds of abusive client, one client each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbuseKind {
+    /// `/search` with window 500, abandoned after 300 ms, over and over.
+    AbandonedSearch,
+    /// 64 connections sending their request head one byte a second.
+    SlowHeaders,
+    /// 300 KB queries to `/rerank` and `/search`.
+    HugeQueries,
+    /// 1.76 MB of documents to `/v2/rerank` with `max_chunks_per_doc` 10,000, abandoned
+    /// after 2 s.
+    HugeChunks,
+}
+
+/// Every kind.
+pub const ALL_KINDS: [AbuseKind; 4] = [
+    AbuseKind::AbandonedSearch,
+    AbuseKind::SlowHeaders,
+    AbuseKind::HugeQueries,
+    AbuseKind::HugeChunks,
+];
 /// Connections the slow-header client keeps trickling.
 const SLOWLORIS_CONNECTIONS: usize = 64;
 /// The shutdown timeout the server is started with.
@@ -63,7 +85,8 @@ pub struct AbuseReport {
     /// Seconds of each phase.
     pub seconds: f64,
     pub polite_clients: usize,
-    pub abusive_clients: usize,
+    /// One abusive client of each kind.
+    pub abusive_clients: Vec<AbuseKind>,
     /// The well-behaved clients alone.
     pub unloaded: Latency,
     /// The same clients beside the abusive ones.
@@ -270,7 +293,8 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) {
 }
 
 /// The four abusive clients, until `stop`.
-fn abusive(addr: SocketAddr, stop: &AtomicBool) -> Abuse {
+fn abusive(addr: SocketAddr, stop: &AtomicBool, kinds: &[AbuseKind]) -> Abuse {
+    let on = |k: AbuseKind| kinds.contains(&k);
     let abuse = Mutex::new(Abuse::default());
     let count = |f: &dyn Fn(&mut Abuse)| {
         if let Ok(mut a) = abuse.lock() {
@@ -293,6 +317,9 @@ fn abusive(addr: SocketAddr, stop: &AtomicBool) -> Abuse {
     std::thread::scope(|s| {
         // 1. Large searches abandoned after 300 ms.
         s.spawn(|| {
+            if !on(AbuseKind::AbandonedSearch) {
+                return;
+            }
             let body = serde_json::json!({"query": "the history of the university football team", "window": 500})
                 .to_string();
             while !stop.load(Ordering::Relaxed) {
@@ -304,6 +331,9 @@ fn abusive(addr: SocketAddr, stop: &AtomicBool) -> Abuse {
         });
         // 2. Slow headers: one byte a second on each of many connections.
         s.spawn(|| {
+            if !on(AbuseKind::SlowHeaders) {
+                return;
+            }
             let head = b"POST /rerank HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nX-Padding: ";
             let mut conns: Vec<(TcpStream, usize)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -343,6 +373,9 @@ fn abusive(addr: SocketAddr, stop: &AtomicBool) -> Abuse {
         });
         // 3. 300 KB queries.
         s.spawn(|| {
+            if !on(AbuseKind::HugeQueries) {
+                return;
+            }
             let agent = ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(120))
                 .build();
@@ -366,6 +399,9 @@ fn abusive(addr: SocketAddr, stop: &AtomicBool) -> Abuse {
         });
         // 4. Long documents with a huge max_chunks_per_doc, abandoned after 2 s.
         s.spawn(|| {
+            if !on(AbuseKind::HugeChunks) {
+                return;
+            }
             // 20 documents of 88 KB: under the default payload limit of 2 MB.
             let docs: Vec<String> = (0..20).map(|_| words(11_000)).collect();
             let body = serde_json::json!({"query": "which university has a football team", "documents": docs,
@@ -429,7 +465,15 @@ fn sigterm(server: &mut ServerProcess) -> anyhow::Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-pub fn run(model: &str, index: &Path, seconds: f64) -> anyhow::Result<AbuseReport> {
+pub fn run(
+    model: &str,
+    index: &Path,
+    seconds: f64,
+    kinds: &[AbuseKind],
+) -> anyhow::Result<AbuseReport> {
+    if kinds.is_empty() {
+        bail!("no abusive client: give at least one kind");
+    }
     if !Path::new("/proc/self/stat").exists() {
         bail!("--serve-abuse reads the server's CPU time and memory from /proc: Linux only");
     }
@@ -458,11 +502,14 @@ pub fn run(model: &str, index: &Path, seconds: f64) -> anyhow::Result<AbuseRepor
         h.join()
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))
     })?;
-    eprintln!("serve-abuse: the same beside {ABUSIVE_CLIENTS} abusive clients for {seconds} s");
+    eprintln!(
+        "serve-abuse: the same beside {} abusive clients for {seconds} s",
+        kinds.len()
+    );
     let stop = AtomicBool::new(false);
     let (under_abuse, abuse) = std::thread::scope(|s| {
         let p = s.spawn(|| polite(addr, &stop));
-        let a = s.spawn(|| abusive(addr, &stop));
+        let a = s.spawn(|| abusive(addr, &stop, kinds));
         std::thread::sleep(phase);
         stop.store(true, Ordering::Relaxed);
         match (p.join(), a.join()) {
@@ -485,7 +532,7 @@ pub fn run(model: &str, index: &Path, seconds: f64) -> anyhow::Result<AbuseRepor
         index: index.display().to_string(),
         seconds,
         polite_clients: POLITE_CLIENTS,
-        abusive_clients: ABUSIVE_CLIENTS,
+        abusive_clients: kinds.to_vec(),
         p99_within_3x: p99_ratio <= 3.0,
         p99_ratio,
         unloaded,
@@ -514,7 +561,11 @@ pub fn table(r: &AbuseReport) -> String {
     for (name, l) in [
         (format!("{} alone", r.polite_clients), &r.unloaded),
         (
-            format!("{} beside {} abusive", r.polite_clients, r.abusive_clients),
+            format!(
+                "{} beside {} abusive",
+                r.polite_clients,
+                r.abusive_clients.len()
+            ),
             &r.under_abuse,
         ),
     ] {
