@@ -183,9 +183,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("serving")
     });
-    // Work that outlived its connection (a search between two cancellation checks) gets a
-    // moment to see its token; the process does not wait for it longer.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Work that outlived its connection (a search between two cancellation checks, its
+    // token already cancelled) is not waited for: the process exits within the shutdown
+    // timeout, and its threads end with it.
+    runtime.shutdown_background();
     served?;
     eprintln!("tantivy-rerank serve: stopped");
     Ok(())

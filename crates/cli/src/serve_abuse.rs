@@ -95,6 +95,8 @@ pub struct AbuseReport {
     pub p99_ratio: f64,
     pub p99_within_3x: bool,
     pub abuse: Abuse,
+    /// The server's resident memory after its warm-up, before the measured phases, MiB.
+    pub server_rss_before_mib: f64,
     /// The server's peak resident memory (VmHWM), MiB.
     pub server_peak_rss_mib: f64,
     /// Its resident memory once the clients have left (after the CPU window), MiB.
@@ -493,6 +495,7 @@ pub fn run(
         std::thread::sleep(Duration::from_secs(2));
         warm.store(true, Ordering::Relaxed);
     });
+    let rss_before = status_mib(pid, "VmRSS:")?;
     eprintln!("serve-abuse: {POLITE_CLIENTS} well-behaved clients alone for {seconds} s");
     let stop = AtomicBool::new(false);
     let unloaded = std::thread::scope(|s| {
@@ -538,13 +541,14 @@ pub fn run(
         unloaded,
         under_abuse,
         abuse,
+        server_rss_before_mib: rss_before,
         server_peak_rss_mib: peak,
         server_rss_after_mib: after,
         server_cpu_s_after_abuse: cpu_s_after,
         sigterm_exit_s: exit_s,
         shutdown_timeout_s: SHUTDOWN_TIMEOUT_S,
-        // The process may take a moment past the timeout to close connections and exit.
-        sigterm_within_timeout: exit_s <= SHUTDOWN_TIMEOUT_S + 1.0,
+        // Half a second past the timeout to close the connections and exit.
+        sigterm_within_timeout: exit_s <= SHUTDOWN_TIMEOUT_S + 0.5,
     })
 }
 
@@ -593,7 +597,8 @@ pub fn table(r: &AbuseReport) -> String {
         a.huge_chunks_statuses
     );
     s += &format!(
-        "server: peak RSS {:.0} MiB, RSS after the load {:.0} MiB, {:.2} CPU-s from {} s to {} s after the clients left\n",
+        "server: RSS {:.0} MiB before the load, {:.0} MiB at its peak, {:.0} MiB after the load; {:.2} CPU-s from {} s to {} s after the clients left\n",
+        r.server_rss_before_mib,
         r.server_peak_rss_mib,
         r.server_rss_after_mib,
         r.server_cpu_s_after_abuse,
