@@ -3,7 +3,9 @@
 //! The `tantivy-rerank` binary tells glibc to keep freed buffers for reuse (see the encoders'
 //! `memory::reuse_large_buffers`): fast under load, but a large request then leaves the
 //! process at its peak size for good. Once no request has been in flight for a moment, the
-//! free memory of every heap is handed back with `malloc_trim`.
+//! free memory of every heap is handed back with `malloc_trim`, and again later while the
+//! service stays idle (work a request left behind, such as pairs still queued for the model,
+//! frees its memory after the request has ended).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,8 +13,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// How long the service must stay idle before its free memory is handed back.
-const SETTLE: Duration = Duration::from_secs(1);
+/// How long after the last request ends free memory is handed back, each time the service is
+/// still idle then.
+const SETTLE: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+];
 
 /// Times free memory was handed back (counter).
 pub(crate) const TRIMS: &str = "tantivy_rerank_memory_trims_total";
@@ -37,13 +44,18 @@ impl Idle {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
-    /// Hand free memory back each time the service has been idle for [`SETTLE`] after
-    /// requests; runs until the runtime stops.
+    /// Hand free memory back at each of [`SETTLE`] after the last request ended, while the
+    /// service stays idle; runs until the runtime stops.
     pub(crate) async fn trim_when_idle(self: Arc<Self>) {
         loop {
             self.became_idle.notified().await;
-            tokio::time::sleep(SETTLE).await;
-            if self.is_idle() {
+            let idle_since = tokio::time::Instant::now();
+            for after in SETTLE {
+                tokio::time::sleep_until(idle_since + after).await;
+                if !self.is_idle() {
+                    // Busy again: the next time it goes idle starts the schedule anew.
+                    break;
+                }
                 let trimmed = tokio::task::spawn_blocking(release_free_memory).await;
                 if matches!(trimmed, Ok(true)) {
                     metrics::counter!(TRIMS).increment(1);
