@@ -312,7 +312,8 @@ fn an_abandoned_search_stops_scoring_and_holds_its_permit_until_then() {
         "tantivy_rerank_requests_abandoned_total",
         &["route=\"/search\""],
     );
-    assert_eq!(after, before + 1.0);
+    // At least: the shutdown test, in parallel, may abandon a search of its own meanwhile.
+    assert!(after >= before + 1.0, "{before} -> {after}");
     server.stop().unwrap();
 }
 
