@@ -169,6 +169,7 @@ fn main() -> anyhow::Result<()> {
     let options = SearchOptions {
         top_n: 5,
         rerank: cascade.as_ref(),
+        ..Default::default()
     };
     for q in &queries {
         let results = index.search(q, &options)?;

@@ -51,6 +51,23 @@ pub struct BenchArgs {
     /// Documents per request of the service benchmark.
     #[arg(long, default_value_t = 10, value_parser = crate::at_least_one)]
     pub docs_per_request: usize,
+    /// Instead of the workloads: start `tantivy-rerank serve --model M --index DIR` on a
+    /// loopback port and measure it under abuse: 8 well-behaved /rerank clients alone, then
+    /// beside 4 abusive ones (abandoned large searches, slow headers, 300 KB queries, a huge
+    /// max_chunks_per_doc): their p50/p99, the server's peak and after-load RSS, its CPU-s
+    /// after the abusers left, and whether SIGTERM ends it within its shutdown timeout.
+    #[arg(long, requires = "index", conflicts_with_all = ["workload", "dataset", "serve_clients"])]
+    pub serve_abuse: bool,
+    /// The index `--serve-abuse` serves /search on.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// The abusive clients of `--serve-abuse`, one of each kind given (default: all four).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub abuse: Vec<crate::serve_abuse::AbuseKind>,
+    /// Seconds of each `--serve-abuse` phase (the default outlasts the service's default
+    /// 10 s header timeout, so the slow-header connections are seen closed).
+    #[arg(long, default_value_t = 15.0)]
+    pub abuse_seconds: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +94,21 @@ struct BenchReport {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.serve_abuse {
+        let index = crate::serve_abuse::check_index(args.index.as_ref())?;
+        let kinds = match args.abuse.is_empty() {
+            true => crate::serve_abuse::ALL_KINDS.to_vec(),
+            false => args.abuse.clone(),
+        };
+        let report = crate::serve_abuse::run(&args.model.model, index, args.abuse_seconds, &kinds)?;
+        return match args.json {
+            true => crate::print_stdout(&(serde_json::to_string_pretty(&report)? + "\n")),
+            false => crate::print_stdout(&crate::serve_abuse::table(&report)),
+        };
+    }
+    if args.index.is_some() || !args.abuse.is_empty() {
+        bail!("--index and --abuse are for --serve-abuse");
+    }
     if args.workload.is_empty() && args.dataset.is_none() {
         bail!("give at least one --workload FILE or a --dataset DIR");
     }

@@ -7,6 +7,7 @@ mod eval;
 mod score;
 mod search;
 mod serve;
+mod serve_abuse;
 mod serve_bench;
 
 use std::ffi::OsString;
@@ -303,6 +304,18 @@ mod tests {
                 "bench --model m --workload w --queries 5",
                 "--queries needs --dataset",
             ),
+            ("bench --model m --serve-abuse", "--index <INDEX>"),
+            (
+                "bench --model m --serve-abuse --index i --workload w",
+                "cannot be used with",
+            ),
+            (
+                "serve --model m --max-concurrent-requests 2305843009213693952",
+                "over the largest limit",
+            ),
+            ("serve --model m --max-connections 0", "must be at least 1"),
+            ("serve --model m --idle-timeout 0", "above 0"),
+            ("serve --model m --header-read-timeout nan", "above 0"),
         ] {
             let err = parse(args)
                 .err()
@@ -343,6 +356,8 @@ mod tests {
             "eval --dataset d --mode rerank --model m --rerank-k 5 --max-queries 3",
             "index --corpus c --index i --memory-mb 64",
             "bench --model m --dataset d --queries 5 --candidates 10",
+            "bench --model m --serve-abuse --index i --abuse-seconds 3",
+            "serve --model m --max-documents 10 --max-connections 100 --shutdown-timeout 0.5",
         ] {
             assert!(parse(args).is_ok(), "{args}: {:?}", parse(args).err());
         }

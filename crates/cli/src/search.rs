@@ -110,6 +110,7 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
     let options = SearchOptions {
         top_n: args.top,
         rerank: cascade.as_ref(),
+        ..Default::default()
     };
     let results = index.search(&args.query, &options)?;
     if args.json {

@@ -285,6 +285,7 @@ pub fn evaluate_pipeline(
         let search = SearchOptions {
             top_n: options.top_k,
             rerank: cascade.as_ref(),
+            ..Default::default()
         };
         let mut run = Run::new(&name);
         let mut latencies = Vec::with_capacity(judged.len());

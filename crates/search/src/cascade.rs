@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use tantivy::{DocAddress, Searcher};
 
+use crate::cancel::{CancelToken, Stop};
 use crate::error::{RerankError, Result, SearchError};
 use crate::loader::DocLoader;
 use crate::passages::{span_text, split_fitted, word_spans, PassageOptions};
@@ -193,6 +194,7 @@ pub struct Cascade<'a> {
     stages: Vec<Stage<'a>>,
     combination: Combination,
     budget: Option<Duration>,
+    cancel: Option<CancelToken>,
 }
 
 /// A first-stage candidate with its loaded document.
@@ -202,13 +204,15 @@ pub(crate) struct Loaded<D> {
     pub(crate) doc: D,
 }
 
-/// When a query started, and what happened before the second stage.
-#[derive(Debug, Clone, Copy)]
+/// When a query started, what happened before the second stage, and the token of the
+/// search call that may stop it.
+#[derive(Debug, Clone)]
 pub(crate) struct Clock {
     /// Start of the query: the latency budget counts from here.
     pub(crate) started: Instant,
     pub(crate) retrieve: Duration,
     pub(crate) fetch: Duration,
+    pub(crate) cancel: Option<CancelToken>,
 }
 
 impl<'a> Cascade<'a> {
@@ -218,6 +222,7 @@ impl<'a> Cascade<'a> {
             stages: vec![first],
             combination: Combination::RerankOnly,
             budget: None,
+            cancel: None,
         }
     }
 
@@ -251,6 +256,16 @@ impl<'a> Cascade<'a> {
         self
     }
 
+    /// Stop every run of this cascade when `token` is cancelled (or its deadline passes): the
+    /// run checks it before each stage and before each reranker call, calls the reranker
+    /// [`StageOptions::budget_batch`] texts at a time so that a long stage stops within one
+    /// batch, and fails with [`SearchError::Cancelled`]. A token for one search call goes in
+    /// [`SearchOptions::cancel`](crate::SearchOptions::cancel) instead.
+    pub fn cancel_on(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
     /// A cascade of `options`' stages, the `i`-th run by `rerankers[i]`.
     pub fn from_options(
         options: &RerankOptions,
@@ -276,6 +291,7 @@ impl<'a> Cascade<'a> {
                 .collect(),
             combination: options.combination,
             budget: options.budget,
+            cancel: None,
         })
     }
 
@@ -320,12 +336,14 @@ impl<'a> Cascade<'a> {
             top_n,
             started,
             Duration::ZERO,
+            None,
         )
     }
 
     /// [`Cascade::rerank`] for a query that started at `started` and spent `retrieve` in the
     /// first stage; the caller has checked the options and `top_n`, once per query
     /// ([`Cascade::rerank`] before anything runs, the collector when it merges the fruits).
+    /// `cancel` is the search call's token, obeyed with the cascade's own.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rerank_since<L: DocLoader>(
         &self,
@@ -336,7 +354,9 @@ impl<'a> Cascade<'a> {
         top_n: usize,
         started: Instant,
         retrieve: Duration,
+        cancel: Option<&CancelToken>,
     ) -> Result<RerankResults<L::Doc>> {
+        Stop::new(self.cancel.as_ref(), cancel).check()?;
         let t = Instant::now();
         let keep = candidates
             .len()
@@ -346,6 +366,7 @@ impl<'a> Cascade<'a> {
             started,
             retrieve,
             fetch: t.elapsed(),
+            cancel: cancel.cloned(),
         };
         let mut results = self.run(query, loaded, &|d: &L::Doc| loader.text(d), top_n, clock)?;
         // Those past the window and past `top_n` were not loaded, but they were candidates.
@@ -366,6 +387,7 @@ impl<'a> Cascade<'a> {
         let window = self.stages[0].options.window.min(n);
         let texts: Vec<Cow<'_, str>> = candidates[..window].iter().map(|c| text(&c.doc)).collect();
         let deadline = self.budget.map(|b| clock.started + b);
+        let stop = Stop::new(self.cancel.as_ref(), clock.cancel.as_ref());
         let stages = self.stages.len();
         let mut order: Vec<usize> = (0..n).collect();
         let mut state: Vec<DocState> = vec![DocState::new(stages); n];
@@ -389,7 +411,8 @@ impl<'a> Cascade<'a> {
             let t = Instant::now();
             let eligible: Vec<usize> = order[..stage.options.window.min(scored_before)].to_vec();
             let docs: Vec<&str> = eligible.iter().map(|&i| texts[i].as_ref()).collect();
-            let outcome = stage.score(query, &docs, deadline)?;
+            stop.check()?;
+            let outcome = stage.score(query, &docs, deadline, stop)?;
             timings.score += t.elapsed();
             let t_merge = Instant::now();
             let mut scored = Vec::with_capacity(eligible.len());
@@ -559,21 +582,32 @@ struct StageOutcome<'t> {
 }
 
 impl Stage<'_> {
-    /// Cut `docs` into passages, score them with the reranker (one call, or batch by batch
-    /// within the budget until `deadline`) and return the scores per document.
+    /// Cut `docs` into passages, score them with the reranker (one call; or batch by batch
+    /// within the budget until `deadline`, or while `stop` lets it go on) and return the
+    /// scores per document.
     fn score<'t>(
         &self,
         query: &str,
         docs: &[&'t str],
         deadline: Option<Instant>,
+        stop: Stop<'_>,
     ) -> Result<StageOutcome<'t>> {
-        let rerank_err = |source: RerankError| SearchError::Rerank {
-            query: query.to_string(),
-            source,
+        // A reranker that fails once the run is cancelled (or says it stopped for it) is
+        // reported as the cancellation, with the reason the token gives.
+        let rerank_err = |source: RerankError| match (stop.check(), source) {
+            (Err(cancelled), _) => cancelled,
+            (Ok(()), RerankError::Cancelled) => SearchError::Cancelled {
+                reason: crate::CancelReason::Cancelled,
+            },
+            (Ok(()), source) => SearchError::Rerank {
+                query: query.to_string(),
+                source,
+            },
         };
         let tokenizer = self.reranker.tokenizer();
-        let passages = build_passages(query, docs, tokenizer, &self.options)
+        let passages = build_passages(query, docs, tokenizer, &self.options, stop)
             .map_err(|e| rerank_err(RerankError::Tokenizer(e)))?;
+        stop.check()?;
         // What each text costs the model, in tokens (words without a tokenizer): its units,
         // plus the query's when the model reads them together.
         let query_units = match (deadline, tokenizer) {
@@ -594,10 +628,13 @@ impl Stage<'_> {
         let mut start = 0;
         while start < docs.len() {
             let end = match (deadline, self.cost.estimate()) {
-                (None, _) => docs.len(),
-                // Nothing measured yet: one document measures the cost.
+                // Nothing may stop the stage: one call.
+                (None, _) if !stop.is_set() => docs.len(),
+                // Nothing measured yet under a budget: one document measures the cost.
                 (Some(_), None) => start + 1,
-                (Some(_), Some(_)) => {
+                // Under a budget or a cancel token: `budget_batch` texts a call (at least
+                // one document).
+                (None, _) | (Some(_), Some(_)) => {
                     let mut end = start;
                     let mut texts = 0;
                     while end < docs.len() && (end == start || texts < self.options.budget_batch) {
@@ -618,6 +655,7 @@ impl Stage<'_> {
                     break;
                 }
             }
+            stop.check()?;
             let flat: Vec<&str> = passages[start..end]
                 .iter()
                 .flatten()
@@ -662,12 +700,14 @@ impl Stage<'_> {
 
 /// Passages of every document with their units (tokens, or words without a tokenizer).
 /// Passages are cut by the reranker's tokens when it has a tokenizer, else by words, and
-/// never longer than what the model reads whole next to the query.
+/// never longer than what the model reads whole next to the query. Once `stop` says stop,
+/// the documents not yet cut are left without passages (the caller checks `stop` next).
 fn build_passages<'t>(
     query: &str,
     texts: &[&'t str],
     tokenizer: Option<ModelTokenizer<'_>>,
     options: &StageOptions,
+    stop: Stop<'_>,
 ) -> std::result::Result<Vec<Vec<(&'t str, usize)>>, crate::BoxError> {
     let Some(mut popts) = options.passages else {
         return Ok(texts
@@ -688,6 +728,9 @@ fn build_passages<'t>(
     texts
         .par_iter()
         .map(|&text| {
+            if stop.is_cancelled() {
+                return Ok(Vec::new());
+            }
             let spans = match tokenizer {
                 Some(t) => t.tokenizer.token_spans(text, need)?,
                 None => word_spans(text),
@@ -827,6 +870,7 @@ mod tests {
             started: Instant::now(),
             retrieve: Duration::ZERO,
             fetch: Duration::ZERO,
+            cancel: None,
         }
     }
 
@@ -1219,6 +1263,179 @@ mod tests {
         assert_eq!(r.stages[0].docs_scored, 0);
         assert_eq!(ids(&r), ["d0", "d1", "d2", "d3"]);
         assert!(r.hits.iter().all(|h| h.score.is_none()));
+    }
+
+    /// A reranker that counts its calls and cancels `token` on call number `cancel_at`.
+    fn cancelling(
+        token: CancelToken,
+        cancel_at: usize,
+        calls: &std::sync::atomic::AtomicUsize,
+    ) -> impl Fn(&str, &[&str]) -> std::result::Result<Vec<f32>, std::convert::Infallible> + '_
+    {
+        move |q, t| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if n == cancel_at {
+                token.cancel();
+            }
+            by_number()(q, t)
+        }
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_at_the_next_batch_with_a_typed_error() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // 100 documents, 2 a call: 50 calls if nothing stops the stage. The token is
+        // cancelled during call 3; no call starts after it.
+        let token = CancelToken::new();
+        let calls = AtomicUsize::new(0);
+        let stage = Stage::new(cancelling(token.clone(), 3, &calls))
+            .window(100)
+            .passages(None)
+            .with_budget_batch(2);
+        let cascade = Cascade::new(stage).cancel_on(token);
+        let err = run(&cascade, cands(100), 10).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SearchError::Cancelled {
+                    reason: crate::CancelReason::Cancelled
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // The token of the search call (the clock's) stops it the same way.
+        let token = CancelToken::new();
+        let calls = AtomicUsize::new(0);
+        let stage = Stage::new(cancelling(token.clone(), 1, &calls))
+            .window(100)
+            .passages(None)
+            .with_budget_batch(10);
+        let c = Clock {
+            cancel: Some(token),
+            ..clock()
+        };
+        let err = Cascade::new(stage)
+            .run(
+                "q",
+                cands(100),
+                &|d: &String| Cow::Borrowed(d.as_str()),
+                10,
+                c,
+            )
+            .unwrap_err();
+        assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_cancelled_run_stops_cutting_passages() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Cuts by words; cancels its token when it starts on its first text.
+        struct Cancels {
+            token: CancelToken,
+            texts: AtomicUsize,
+        }
+        impl PassageTokenizer for Cancels {
+            fn token_spans(
+                &self,
+                text: &str,
+                _need: usize,
+            ) -> std::result::Result<Vec<(usize, usize)>, BoxError> {
+                self.texts.fetch_add(1, Ordering::SeqCst);
+                self.token.cancel();
+                Ok(word_spans(text))
+            }
+            fn count_tokens(&self, text: &str) -> std::result::Result<usize, BoxError> {
+                Ok(text.split_whitespace().count())
+            }
+            fn special_tokens(&self, _pair: bool) -> usize {
+                2
+            }
+            fn max_tokens(&self) -> usize {
+                512
+            }
+        }
+        impl Reranker for Cancels {
+            fn rerank(&self, _q: &str, t: &[&str]) -> std::result::Result<Vec<f32>, RerankError> {
+                Ok(vec![0.0; t.len()])
+            }
+            fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {
+                Some(ModelTokenizer {
+                    tokenizer: self,
+                    input: ModelInput::WithQuery,
+                })
+            }
+        }
+        let token = CancelToken::new();
+        let reranker = Cancels {
+            token: token.clone(),
+            texts: AtomicUsize::new(0),
+        };
+        let cascade = Cascade::new(Stage::borrowed(&reranker).window(1_000)).cancel_on(token);
+        let err = run(&cascade, cands(1_000), 10).unwrap_err();
+        assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
+        // Texts already being cut on other threads finish; no other one starts.
+        let cut = reranker.texts.load(Ordering::SeqCst);
+        assert!(
+            cut <= rayon::current_num_threads(),
+            "{cut} of 1,000 texts cut"
+        );
+    }
+
+    #[test]
+    fn cancelling_between_stages_skips_the_later_stages() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let token = CancelToken::new();
+        let (first, second) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let cascade = Cascade::new(
+            Stage::new(cancelling(token.clone(), 1, &first))
+                .window(5)
+                .passages(None),
+        )
+        .then(
+            Stage::new(cancelling(CancelToken::new(), 0, &second))
+                .window(2)
+                .passages(None),
+        )
+        .cancel_on(token);
+        assert!(matches!(
+            run(&cascade, cands(5), 5),
+            Err(SearchError::Cancelled { .. })
+        ));
+        assert_eq!(first.load(Ordering::SeqCst), 1, "one batch of 5");
+        assert_eq!(second.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_passed_deadline_or_a_reranker_that_stopped_is_a_cancellation() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = AtomicUsize::new(0);
+        let past = CancelToken::with_deadline(Instant::now() - Duration::from_millis(1));
+        let stage = Stage::new(cancelling(CancelToken::new(), 0, &calls)).passages(None);
+        let err = run(&Cascade::new(stage).cancel_on(past), cands(3), 3).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SearchError::Cancelled {
+                    reason: crate::CancelReason::DeadlinePassed
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("deadline"), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        // A reranker that reports it stopped (a queue that dropped the pairs of a cancelled
+        // request) makes the run a cancellation, not a reranker failure.
+        struct Stopped;
+        impl Reranker for Stopped {
+            fn rerank(&self, _q: &str, _t: &[&str]) -> std::result::Result<Vec<f32>, RerankError> {
+                Err(RerankError::Cancelled)
+            }
+        }
+        let err = run(&Cascade::of(Stopped), cands(2), 2).unwrap_err();
+        assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
     }
 
     #[test]

@@ -245,6 +245,7 @@ where
                 self.top_n,
                 started,
                 retrieve,
+                None,
             )
         }))
     }

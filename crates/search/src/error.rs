@@ -20,6 +20,10 @@ pub enum RerankError {
     /// Any other failure, described in words.
     #[error("reranker failed: {0}")]
     Message(String),
+    /// The reranker stopped because the run's [`CancelToken`](crate::CancelToken) was
+    /// cancelled (or its deadline passed); the run reports [`SearchError::Cancelled`].
+    #[error("reranking was cancelled")]
+    Cancelled,
 }
 
 impl RerankError {
@@ -32,7 +36,10 @@ impl RerankError {
 #[cfg(feature = "encoders")]
 impl From<tantivy_rerank_encoders::EncoderError> for RerankError {
     fn from(err: tantivy_rerank_encoders::EncoderError) -> Self {
-        RerankError::Model(Box::new(err))
+        match err {
+            tantivy_rerank_encoders::EncoderError::Cancelled => RerankError::Cancelled,
+            other => RerankError::Model(Box::new(other)),
+        }
     }
 }
 
@@ -62,6 +69,17 @@ pub enum SearchError {
         field: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The disk holding the index (or the user's quota on it) is full. Nothing of the
+    /// import was committed, and the files it had written were removed.
+    #[error("the disk holding the index at {path} is full ({cause}) while {context}: nothing of this import was committed and its partial files were removed; free some space and import again")]
+    DiskFull {
+        /// The index directory.
+        path: PathBuf,
+        /// What was being done.
+        context: String,
+        /// The underlying error, in words.
+        cause: String,
     },
     /// Reading a file or directory failed.
     #[error("I/O error on {path}: {source}")]
@@ -161,6 +179,22 @@ pub enum SearchError {
         entry: String,
         /// Why it is refused.
         reason: String,
+    },
+    /// The query has more terms than the search takes
+    /// ([`SearchOptions::max_query_terms`](crate::SearchOptions::max_query_terms)): each
+    /// term costs the query memory, so a huge query is refused before tantivy builds it.
+    #[error("query refused: it has {terms} or more terms; at most {max} (max_query_terms)")]
+    QueryTooLong {
+        /// Terms counted (counting stops just past the cap).
+        terms: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The run was stopped by its [`CancelToken`](crate::CancelToken).
+    #[error("the search stopped because {reason}")]
+    Cancelled {
+        /// A cancel call, or the deadline.
+        reason: crate::CancelReason,
     },
     /// The reranker failed for a query.
     #[error("reranking query {query:?} failed: {source}")]

@@ -16,6 +16,7 @@ use tantivy::{
     TantivyError, Term,
 };
 
+use crate::cancel::CancelToken;
 use crate::cascade::{check_top_n, load_candidates, Cascade};
 use crate::error::{abridge, BoxError, Result, SearchError};
 use crate::import::{
@@ -343,7 +344,7 @@ impl ArticleIndex {
         let bar = progress_bar(options.progress);
         let mut indexed = 0u64;
         let mut replaced = 0u64;
-        {
+        let produced = {
             let writer_ref = &writer;
             let mut sink = |a: Article| -> Result<()> {
                 if let Some(problem) = id_problem(&a.id) {
@@ -377,11 +378,23 @@ impl ArticleIndex {
                 bar.inc(1);
                 Ok(())
             };
-            produce(&mut sink, &mut report)?;
+            produce(&mut sink, &mut report)
+        };
+        let committed = produced.and_then(|()| {
+            writer
+                .commit()
+                .map(|_| ())
+                .map_err(SearchError::tantivy("committing"))
+        });
+        if let Err(e) = committed {
+            let e = self.failure_cause(&mut writer, e);
+            // Dropping the writer rolls back what was not committed; the segment files it had
+            // written stay on disk until a garbage collection removes them.
+            drop(writer);
+            bar.finish_and_clear();
+            self.remove_uncommitted_files();
+            return Err(e);
         }
-        writer
-            .commit()
-            .map_err(SearchError::tantivy("committing"))?;
         writer
             .wait_merging_threads()
             .map_err(SearchError::tantivy("merging segments"))?;
@@ -400,6 +413,69 @@ impl ArticleIndex {
             "import committed"
         );
         Ok(report)
+    }
+
+    /// The error an import failed with, made precise: a writer whose indexing thread failed
+    /// only says "An index writer was killed" to `add_document`, so the threads are asked for
+    /// their own error; a full disk (or quota) becomes [`SearchError::DiskFull`].
+    fn failure_cause(&self, writer: &mut IndexWriter, e: SearchError) -> SearchError {
+        let e = match e {
+            SearchError::Tantivy {
+                source: TantivyError::ErrorInThread(message),
+                context,
+            } => match writer.prepare_commit() {
+                // Joining the indexing threads returns the first one's failure.
+                Err(cause) => SearchError::Tantivy {
+                    context: format!("{context} (an indexing thread failed)"),
+                    source: cause,
+                },
+                Ok(prepared) => {
+                    drop(prepared);
+                    SearchError::Tantivy {
+                        context,
+                        source: TantivyError::ErrorInThread(message),
+                    }
+                }
+            },
+            other => other,
+        };
+        match &e {
+            SearchError::Tantivy { context, source } if tantivy_disk_full(source) => {
+                SearchError::DiskFull {
+                    path: self.path.clone(),
+                    context: context.clone(),
+                    cause: source.to_string(),
+                }
+            }
+            SearchError::Io { source, .. } if io_disk_full(source) => SearchError::DiskFull {
+                path: self.path.clone(),
+                context: "importing".into(),
+                cause: source.to_string(),
+            },
+            _ => e,
+        }
+    }
+
+    /// Delete the files of segments that no commit refers to (those a failed import wrote),
+    /// with tantivy's own garbage collection: it knows every file it wrote, and keeps those
+    /// of the last commit. Failures are logged: the import's error is what the caller needs.
+    fn remove_uncommitted_files(&self) {
+        let collected = self
+            .index
+            .writer_with_num_threads::<TantivyDocument>(1, MIN_THREAD_BUDGET)
+            .and_then(|w| w.garbage_collect_files().wait());
+        match collected {
+            Ok(gc) => tracing::info!(
+                deleted = gc.deleted_files.len(),
+                failed = gc.failed_to_delete_files.len(),
+                "removed the files of a failed import"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %self.path.display(),
+                "could not remove the files of a failed import"
+            ),
+        }
     }
 
     fn writer(&self, options: &ImportOptions) -> Result<IndexWriter> {
@@ -440,9 +516,45 @@ impl ArticleIndex {
     /// every document without those terms, as tantivy's parser does; one whose negated terms
     /// are all removed (`-the`) has nothing to search and is `None` too. An explicit `*`
     /// still matches every document.
+    ///
+    /// A query of more than [`DEFAULT_MAX_QUERY_TERMS`] terms is [`SearchError::QueryTooLong`]
+    /// (see [`SearchOptions::max_query_terms`]).
     pub fn parse_query(&self, query: &str) -> Result<Option<Box<dyn Query>>> {
+        self.parse_capped(query, DEFAULT_MAX_QUERY_TERMS)
+    }
+
+    fn parse_capped(&self, query: &str, max_terms: usize) -> Result<Option<Box<dyn Query>>> {
         check_query(query)?;
+        self.check_terms(query, max_terms)?;
         Ok(self.parse_checked(query))
+    }
+
+    /// Refuse a query whose text the searched field's analyzer cuts into more than
+    /// `max_terms` tokens, before tantivy's parser builds a clause (and later a scorer, with
+    /// its buffers) for each: counting stops just past the cap, so a huge query costs no more
+    /// than the cap to refuse.
+    fn check_terms(&self, query: &str, max_terms: usize) -> Result<()> {
+        let field = match self.query_options.fields {
+            QueryFields::Auto | QueryFields::Combined => self.fields.all,
+            QueryFields::Separate => None,
+        }
+        .unwrap_or(self.fields.body);
+        let mut analyzer = self
+            .index
+            .tokenizer_for_field(field)
+            .map_err(SearchError::tantivy("reading the query analyzer"))?;
+        let mut stream = analyzer.token_stream(query);
+        let mut terms = 0usize;
+        while terms <= max_terms && stream.advance() {
+            terms += 1;
+        }
+        if terms > max_terms {
+            return Err(SearchError::QueryTooLong {
+                terms,
+                max: max_terms,
+            });
+        }
+        Ok(())
     }
 
     fn parse_checked(&self, query: &str) -> Option<Box<dyn Query>> {
@@ -537,8 +649,11 @@ impl ArticleIndex {
         if let Some(cascade) = options.rerank {
             cascade.validate()?;
         }
+        if let Some(token) = options.cancel {
+            token.check()?;
+        }
         let searcher = self.reader.searcher();
-        let Some(q) = self.parse_query(query)? else {
+        let Some(q) = self.parse_capped(query, options.max_query_terms)? else {
             return Ok(RerankResults::empty(query));
         };
         let limit = match options.rerank {
@@ -562,6 +677,7 @@ impl ArticleIndex {
                 options.top_n,
                 started,
                 retrieve,
+                options.cancel,
             ),
             None => {
                 let t = Instant::now();
@@ -589,6 +705,9 @@ impl ArticleIndex {
 /// Results of [`ArticleIndex::search`].
 pub type SearchResults = RerankResults<Article>;
 
+/// The most terms a query may have by default ([`SearchOptions::max_query_terms`]).
+pub const DEFAULT_MAX_QUERY_TERMS: usize = 1_024;
+
 /// Options of [`ArticleIndex::search`].
 #[derive(Debug, Clone, Copy)]
 pub struct SearchOptions<'a> {
@@ -596,6 +715,15 @@ pub struct SearchOptions<'a> {
     pub top_n: usize,
     /// The second stage; `None` (default): BM25 only.
     pub rerank: Option<&'a Cascade<'a>>,
+    /// Stops the search when cancelled or past its deadline (default none): checked before
+    /// the first stage and throughout the second (see [`CancelToken`]); the search then fails
+    /// with [`SearchError::Cancelled`].
+    pub cancel: Option<&'a CancelToken>,
+    /// The most terms the query may have, as the searched field's analyzer cuts it (default
+    /// [`DEFAULT_MAX_QUERY_TERMS`]); a longer query is [`SearchError::QueryTooLong`]. Each
+    /// term costs memory while the query runs (tens of kilobytes: a 60,000-term query took
+    /// gigabytes), so the cap bounds what one query can take.
+    pub max_query_terms: usize,
 }
 
 impl Default for SearchOptions<'_> {
@@ -603,6 +731,8 @@ impl Default for SearchOptions<'_> {
         SearchOptions {
             top_n: 10,
             rerank: None,
+            cancel: None,
+            max_query_terms: DEFAULT_MAX_QUERY_TERMS,
         }
     }
 }
@@ -617,6 +747,18 @@ impl<'a> SearchOptions<'a> {
     /// Rerank with `cascade`.
     pub fn rerank(mut self, cascade: &'a Cascade<'a>) -> Self {
         self.rerank = Some(cascade);
+        self
+    }
+
+    /// Stop when `token` is cancelled.
+    pub fn cancel(mut self, token: &'a CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Refuse queries of more than `terms` terms.
+    pub fn max_query_terms(mut self, terms: usize) -> Self {
+        self.max_query_terms = terms;
         self
     }
 }
@@ -723,6 +865,34 @@ fn check_managed_files(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether an I/O error says the disk (or the user's quota) is full: its kind, or that of an
+/// I/O error it wraps (tantivy wraps some in errors of kind `Other`).
+fn io_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || text_says_disk_full(&format!("{e:?}"))
+}
+
+/// Whether the debug text of an error names a full disk's error kind (an `Os` error's debug
+/// text carries its kind too).
+fn text_says_disk_full(debug: &str) -> bool {
+    debug.contains("StorageFull") || debug.contains("QuotaExceeded")
+}
+
+/// Whether a tantivy error comes from a full disk: its I/O error, or, where tantivy keeps
+/// only the text of one (an indexing thread's failure), that text.
+fn tantivy_disk_full(e: &TantivyError) -> bool {
+    use tantivy::directory::error::OpenWriteError;
+    match e {
+        TantivyError::IoError(io) => io_disk_full(io),
+        TantivyError::OpenWriteError(OpenWriteError::IoError { io_error, .. }) => {
+            io_disk_full(io_error)
+        }
+        other => text_says_disk_full(&format!("{other:?}")),
+    }
+}
+
 /// Live documents of a searcher: the most a first stage can return (tantivy preallocates a
 /// `TopDocs` limit, so an unclamped huge limit would abort on allocation).
 fn searcher_docs(searcher: &Searcher) -> usize {
@@ -747,4 +917,181 @@ fn progress_bar(enabled: bool) -> ProgressBar {
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    use tantivy::directory::error::{DeleteError, OpenReadError, OpenWriteError};
+    use tantivy::directory::{
+        AntiCallToken, Directory, FileHandle, MmapDirectory, TerminatingWrite, WatchCallback,
+        WatchHandle, WritePtr,
+    };
+
+    /// A directory on a disk that holds `room` more bytes: writes past it fail with ENOSPC,
+    /// as a full disk's do.
+    #[derive(Debug, Clone)]
+    struct SmallDisk {
+        inner: MmapDirectory,
+        room: Arc<AtomicI64>,
+    }
+
+    fn no_space() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
+    }
+
+    impl SmallDisk {
+        fn take(&self, bytes: usize) -> std::io::Result<()> {
+            let left = self.room.fetch_sub(bytes as i64, Ordering::SeqCst) - bytes as i64;
+            if left < 0 {
+                self.room.fetch_add(bytes as i64, Ordering::SeqCst);
+                return Err(no_space());
+            }
+            Ok(())
+        }
+    }
+
+    struct SmallFile {
+        inner: WritePtr,
+        disk: SmallDisk,
+    }
+
+    impl Write for SmallFile {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.disk.take(buf.len())?;
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl TerminatingWrite for SmallFile {
+        fn terminate_ref(&mut self, token: AntiCallToken) -> std::io::Result<()> {
+            self.inner.terminate_ref(token)
+        }
+    }
+
+    impl Directory for SmallDisk {
+        fn get_file_handle(&self, path: &Path) -> Result<Arc<dyn FileHandle>, OpenReadError> {
+            self.inner.get_file_handle(path)
+        }
+        fn delete(&self, path: &Path) -> Result<(), DeleteError> {
+            self.inner.delete(path)
+        }
+        fn exists(&self, path: &Path) -> Result<bool, OpenReadError> {
+            self.inner.exists(path)
+        }
+        fn open_write(&self, path: &Path) -> Result<WritePtr, OpenWriteError> {
+            let inner = self.inner.open_write(path)?;
+            Ok(std::io::BufWriter::new(Box::new(SmallFile {
+                inner,
+                disk: self.clone(),
+            })))
+        }
+        fn atomic_read(&self, path: &Path) -> Result<Vec<u8>, OpenReadError> {
+            self.inner.atomic_read(path)
+        }
+        fn atomic_write(&self, path: &Path, data: &[u8]) -> std::io::Result<()> {
+            self.take(data.len())?;
+            self.inner.atomic_write(path, data)
+        }
+        fn sync_directory(&self) -> std::io::Result<()> {
+            self.inner.sync_directory()
+        }
+        fn watch(&self, callback: WatchCallback) -> tantivy::Result<WatchHandle> {
+            self.inner.watch(callback)
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            // Lock files and the managed-file list are bookkeeping, not segments.
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn articles(n: usize, from: usize) -> impl Iterator<Item = Article> {
+        (from..from + n).map(|i| Article {
+            id: format!("a{i}"),
+            title: format!("Article {i}"),
+            body: format!("Lava flows {i} and ash clouds drift over the valley {i}. ").repeat(20),
+        })
+    }
+
+    /// A full disk during an import: the error says so, nothing is committed, the segment
+    /// files the import wrote are removed, and the next import works once there is room.
+    #[test]
+    fn a_full_disk_is_named_and_its_partial_files_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = SmallDisk {
+            inner: MmapDirectory::open(tmp.path()).unwrap(),
+            room: Arc::new(AtomicI64::new(i64::MAX / 2)),
+        };
+        let index = Index::create(
+            disk.clone(),
+            ArticleFields::schema(&SchemaOptions::default()),
+            tantivy::IndexSettings::default(),
+        )
+        .unwrap();
+        let index = ArticleIndex::from_index(tmp.path(), index).unwrap();
+        let options = ImportOptions {
+            progress: false,
+            threads: Some(1),
+            memory_budget_bytes: MIN_THREAD_BUDGET,
+            ..Default::default()
+        };
+        index.import_articles(articles(20, 0), &options).unwrap();
+        let committed = files(tmp.path());
+
+        // Room for a few kilobytes: the segment written at the commit does not fit.
+        disk.room.store(4_000, Ordering::SeqCst);
+        let err = index
+            .import_articles(articles(200, 20), &options)
+            .unwrap_err();
+        assert!(matches!(err, SearchError::DiskFull { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("is full") && text.contains(&tmp.path().display().to_string()),
+            "{text}"
+        );
+        assert_eq!(
+            index.num_docs(),
+            20,
+            "nothing of the failed import committed"
+        );
+        assert_eq!(
+            files(tmp.path()),
+            committed,
+            "the partial segment files are gone"
+        );
+
+        // A segment flushed in the middle of an import (the writer's memory budget is full)
+        // fails on its indexing thread: `add_document` only hears that the writer was killed,
+        // and the thread's own error is fetched.
+        disk.room.store(4_000, Ordering::SeqCst);
+        let err = index
+            .import_articles(articles(20_000, 1_000), &options)
+            .unwrap_err();
+        match &err {
+            SearchError::DiskFull { context, .. } => {
+                assert!(context.contains("adding a document"), "{err}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(files(tmp.path()), committed);
+
+        // Room again: the same import works.
+        disk.room.store(i64::MAX / 2, Ordering::SeqCst);
+        let report = index.import_articles(articles(200, 20), &options).unwrap();
+        assert_eq!(report.docs_indexed, 200);
+        assert_eq!(index.num_docs(), 220);
+    }
 }

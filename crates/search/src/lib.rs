@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cancel;
 mod cascade;
 mod collector;
 mod error;
@@ -46,6 +47,7 @@ mod reranker;
 mod schema;
 mod stored;
 
+pub use cancel::{CancelReason, CancelToken};
 pub use cascade::{Cascade, Stage};
 pub use collector::{FirstStageScore, RerankCollector, TaggedSegmentCollector};
 pub use error::{BoxError, RerankError, Result, SearchError};
@@ -55,7 +57,7 @@ pub use import::{
 };
 pub use index::{
     ArticleIndex, ArticleLoader, QueryFields, QueryOptions, SearchOptions, SearchResults,
-    DEFAULT_TITLE_BOOST, MAX_TITLE_BOOST,
+    DEFAULT_MAX_QUERY_TERMS, DEFAULT_TITLE_BOOST, MAX_TITLE_BOOST,
 };
 pub use loader::{DocLoader, StoredText};
 pub use passages::{split_passages, split_spans, PassageOptions};

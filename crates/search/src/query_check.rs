@@ -1,6 +1,8 @@
 //! Checks of a query string before tantivy's query parser sees it: the parser recurses once
 //! per parenthesis and per `NOT`, so a deeply nested query overflows the stack and aborts
-//! the process; and a boost written out in full (`term^1e39`) turns every score infinite.
+//! the process; a boost written out in full (`term^1e39`) turns every score infinite; and
+//! the lenient parser reads fuzzy terms and wildcards (`cell~2`, `cel*`, `body:*`) as
+//! something else or drops them, so they would silently match nothing.
 
 use crate::error::{Result, SearchError};
 
@@ -14,7 +16,11 @@ pub const MAX_QUERY_BOOST: f64 = 1e6;
 
 /// Refuse a query tantivy's parser cannot take safely: nesting deeper than
 /// [`MAX_QUERY_DEPTH`] (parentheses, also inside quotes, plus stacked `NOT`s), or a boost
-/// (`^N`) that is not a finite number of at most [`MAX_QUERY_BOOST`]. Called by
+/// (`^N`) that is not a finite number of at most [`MAX_QUERY_BOOST`]; and syntax the
+/// lenient parser would quietly turn into no match: a fuzzy term (`cell~2`), a wildcard in a
+/// word (`cel*`, `ce?l`), a field wildcard (`body:*`) or a phrase prefix of one word
+/// (`"cel"*`). A lone `*` (every document), `"a phrase"~2` (slop), `"big bad wo"*` (phrase
+/// prefix) and a question mark ending a word stay as they are. Called by
 /// [`ArticleIndex::search`](crate::ArticleIndex::search); call it yourself before your own
 /// `QueryParser` on text that users type.
 ///
@@ -33,6 +39,9 @@ pub fn check_query(query: &str) -> Result<()> {
             ),
         });
     }
+    if let Some(reason) = unsupported_syntax(query) {
+        return Err(SearchError::InvalidQuery { reason });
+    }
     for boost in boosts(query) {
         // What is no number, tantivy does not read as a boost either.
         let Ok(value) = boost.parse::<f64>() else {
@@ -47,6 +56,77 @@ pub fn check_query(query: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Why the query holds syntax that the lenient parser would turn into no match (see
+/// [`check_query`]), naming the offending word; `None` when it holds none.
+fn unsupported_syntax(query: &str) -> Option<String> {
+    let chars: Vec<(usize, char)> = query.char_indices().collect();
+    // Where the current quoted phrase opened, and where the last one closed.
+    let (mut open, mut closed): (Option<usize>, Option<(usize, usize)>) = (None, None);
+    let word_at = |i: usize| -> &str {
+        let start = query[..i]
+            .rfind(|c: char| c.is_whitespace() || c == '(' || c == '"')
+            .map_or(0, |j| j + 1);
+        let end = query[i..]
+            .find(|c: char| c.is_whitespace() || c == ')')
+            .map_or(query.len(), |j| i + j);
+        &query[start..end]
+    };
+    for (k, &(i, c)) in chars.iter().enumerate() {
+        if c == '"' {
+            match open.take() {
+                Some(start) => closed = Some((start, i)),
+                None => open = Some(i),
+            }
+            continue;
+        }
+        if open.is_some() {
+            continue;
+        }
+        let before = k.checked_sub(1).map(|j| chars[j].1);
+        let after = chars.get(k + 1).map(|&(_, c)| c);
+        let after_phrase = before == Some('"') && closed.is_some_and(|(_, end)| end + 1 == i);
+        match c {
+            '~' if before.is_some_and(char::is_alphanumeric) => {
+                return Some(format!(
+                    "`{}` is a fuzzy term, which this search does not support: search the word itself (`~N` after a quoted phrase is its slop)",
+                    word_at(i)
+                ));
+            }
+            '*' if before == Some(':') => {
+                return Some(format!(
+                    "`{}` is a field wildcard, which this search does not support: search words of the field (`field:word`), or `*` alone for every document",
+                    word_at(i)
+                ));
+            }
+            '*' if after_phrase => {
+                let (start, end) = closed.unwrap_or((i, i));
+                let phrase = &query[start + 1..end];
+                if phrase.split_whitespace().count() < 2 {
+                    return Some(format!(
+                        "`\"{phrase}\"*` is a phrase prefix of one word, which this search does not support: a phrase prefix needs at least two words (`\"big bad wo\"*`)"
+                    ));
+                }
+            }
+            '*' if before.is_some_and(|b| !(b.is_whitespace() || "(+-!".contains(b))) => {
+                return Some(format!(
+                    "`{}` holds a wildcard, which this search does not support: search whole words, or `*` alone for every document",
+                    word_at(i)
+                ));
+            }
+            '?' if before.is_some_and(char::is_alphanumeric)
+                && after.is_some_and(char::is_alphanumeric) =>
+            {
+                return Some(format!(
+                    "`{}` holds a wildcard, which this search does not support: search whole words",
+                    word_at(i)
+                ));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Parenthesis depth plus the longest run of `NOT`s (and `-`/`+` signs) in front of a
@@ -114,6 +194,44 @@ mod tests {
     }
 
     #[test]
+    fn fuzzy_terms_and_wildcards_are_refused_by_name() {
+        for (query, word, kind) in [
+            ("cell~2", "cell~2", "fuzzy term"),
+            ("dividing cell~ biology", "cell~", "fuzzy term"),
+            ("cel*", "cel*", "wildcard"),
+            ("(cel* OR nucleus)", "cel*", "wildcard"),
+            ("ce?l growth", "ce?l", "wildcard"),
+            ("/cel.*/", "/cel.*/", "wildcard"),
+            ("body:*", "body:*", "field wildcard"),
+            ("cats AND title:*", "title:*", "field wildcard"),
+            ("\"cel\"*", "\"cel\"*", "phrase prefix of one word"),
+        ] {
+            let err = check_query(query)
+                .err()
+                .unwrap_or_else(|| panic!("{query}: accepted"))
+                .to_string();
+            assert!(
+                err.contains(&format!("`{word}`")) && err.contains(kind),
+                "{query}: {err}"
+            );
+        }
+        for fine in [
+            "*",
+            "cats *",
+            "(*)",
+            "\"cell divides\"~2",
+            "\"big bad wo\"*",
+            "what is a cell?",
+            "is it? yes",
+            "\"a*b and c~2\"",
+            "cell^2",
+            "-cats",
+        ] {
+            assert!(check_query(fine).is_ok(), "{fine}: {:?}", check_query(fine));
+        }
+    }
+
+    #[test]
     fn boosts_are_read_up_to_the_number_end() {
         let got: Vec<&str> = boosts("a^2 b^1e39 c^0.5) d^ e^1e-3x").collect();
         assert_eq!(got, ["2", "1e39", "0.5", "", "1e-3"]);
@@ -139,6 +257,16 @@ mod tests {
         fn any_text_is_checked_without_panicking(query in "[ ()NOT+\\-^a-z0-9.eE\"]{0,400}") {
             if check_query(&query).is_ok() {
                 proptest::prop_assert!(query_depth(&query) <= MAX_QUERY_DEPTH);
+            }
+        }
+
+        /// Any text with quotes, wildcards and tildes: the syntax check returns, and never
+        /// refuses a text free of `~`, `*` and `?`.
+        #[test]
+        fn any_wildcard_text_is_checked_without_panicking(query in "[ ()a-zé:\"~*?]{0,200}") {
+            let refused = unsupported_syntax(&query);
+            if !query.contains(['~', '*', '?']) {
+                proptest::prop_assert!(refused.is_none(), "{}: {:?}", query, refused);
             }
         }
 

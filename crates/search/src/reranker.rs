@@ -135,13 +135,15 @@ pub fn load_model_reranker(
 
 /// A [`Reranker`] that scores through an
 /// [`InferenceQueue`](tantivy_rerank_encoders::InferenceQueue): its pairs share the model's
-/// batches with every other caller of the queue (a service's requests). With a cancel token,
-/// a cancelled call withdraws its pairs that have not run and fails.
+/// batches with every other caller of the queue (a service's requests). With a
+/// [`CancelToken`](crate::CancelToken), a call whose token is cancelled (or whose deadline
+/// passes) while it waits withdraws its pairs that have not run and fails with
+/// [`RerankError::Cancelled`].
 #[cfg(feature = "encoders")]
 #[derive(Debug, Clone)]
 pub struct QueuedReranker {
     queue: tantivy_rerank_encoders::InferenceQueue,
-    cancel: Option<tantivy_rerank_encoders::CancelToken>,
+    cancel: Option<crate::CancelToken>,
 }
 
 #[cfg(feature = "encoders")]
@@ -149,7 +151,7 @@ impl QueuedReranker {
     /// Score through `queue`, giving up once `cancel` (when given) is cancelled.
     pub fn new(
         queue: tantivy_rerank_encoders::InferenceQueue,
-        cancel: Option<tantivy_rerank_encoders::CancelToken>,
+        cancel: Option<crate::CancelToken>,
     ) -> Self {
         Self { queue, cancel }
     }
@@ -163,8 +165,13 @@ mod encoders {
     /// The queue's model scores, in its shared batches.
     impl Reranker for QueuedReranker {
         fn rerank(&self, query: &str, texts: &[&str]) -> Result<Vec<f32>, RerankError> {
-            let ticket = self.queue.rerank(query, texts, self.cancel.clone())?;
-            let predictions = ticket.wait_unless(self.cancel.as_ref())?;
+            let cancelled = || self.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            if cancelled() {
+                return Err(RerankError::Cancelled);
+            }
+            let ticket = self.queue.rerank(query, texts, None)?;
+            // Dropping the ticket (when the wait gives up) withdraws the pairs not yet run.
+            let predictions = ticket.wait_until(cancelled)?;
             Ok(predictions.into_iter().map(|p| p.score).collect())
         }
         fn tokenizer(&self) -> Option<ModelTokenizer<'_>> {

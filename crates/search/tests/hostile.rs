@@ -215,3 +215,104 @@ fn corrupted_segment_files_are_errors_not_panics() {
     assert!(errors > 0, "some corruption is detected");
     let _ = Duration::ZERO;
 }
+
+/// A query of tens of thousands of terms took gigabytes while tantivy built and ran it: it is
+/// refused before the parser sees it, naming the cap, and the cap can be raised.
+#[test]
+fn a_query_of_too_many_terms_is_refused_before_it_is_built() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = small_index(tmp.path());
+    let words: Vec<String> = (0..60_000).map(|i| format!("w{i}")).collect();
+    let huge = words.join(" ");
+    let started = std::time::Instant::now();
+    match index.search(&huge, &SearchOptions::default()) {
+        Err(SearchError::QueryTooLong { terms, max }) => {
+            assert_eq!(max, tantivy_rerank_search::DEFAULT_MAX_QUERY_TERMS);
+            assert_eq!(terms, max + 1, "counting stops past the cap");
+        }
+        other => panic!("60,000 terms: {:?}", other.map(|r| r.hits.len())),
+    }
+    // Refusing costs the cap, not the query (a debug build counts 1,025 tokens in far less).
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let err = index
+        .search(
+            &words[..40].join(" "),
+            &SearchOptions::default().max_query_terms(39),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("at most 39") && err.contains("max_query_terms"),
+        "{err}"
+    );
+    // At the cap, and with the cap raised, the query runs.
+    let cats = vec!["cats"; 39].join(" ");
+    let options = SearchOptions::default().max_query_terms(39);
+    assert_eq!(index.search(&cats, &options).unwrap().hits.len(), 10);
+    // Words the analyzer drops (stop words, punctuation) are no terms.
+    let padded = format!("cats {}", "the , ; ".repeat(100));
+    assert_eq!(
+        index
+            .search(&padded, &SearchOptions::default().max_query_terms(1))
+            .unwrap()
+            .hits
+            .len(),
+        10
+    );
+}
+
+/// Fuzzy terms and wildcards matched nothing without a word said; now they are refused.
+#[test]
+fn fuzzy_and_wildcard_syntax_is_refused_not_silently_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = small_index(tmp.path());
+    for query in ["cats~2", "cat*", "body:*", "\"cat\"*"] {
+        match index.search(query, &SearchOptions::default()) {
+            Err(SearchError::InvalidQuery { reason }) => {
+                assert!(reason.contains("not support"), "{query}: {reason}")
+            }
+            other => panic!("{query}: {:?}", other.map(|r| r.hits.len())),
+        }
+    }
+    // What the parser does support still runs.
+    for query in ["*", "\"cats purr\"~1", "\"cats purr\"*", "do cats purr?"] {
+        let hits = index.search(query, &SearchOptions::default()).unwrap().hits;
+        assert!(!hits.is_empty(), "{query}");
+    }
+}
+
+/// A search handed a cancel token stops with a typed error: before anything runs when the
+/// token is already cancelled, between reranker calls when it is cancelled meanwhile.
+#[test]
+fn a_cancelled_search_stops_between_reranker_calls() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tantivy_rerank_search::{CancelToken, Cascade, Stage};
+    let tmp = tempfile::tempdir().unwrap();
+    let index = small_index(tmp.path());
+    let token = CancelToken::new();
+    let calls = AtomicUsize::new(0);
+    let cancel_on_second = |_q: &str, texts: &[&str]| {
+        if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+            token.cancel();
+        }
+        Ok::<_, std::convert::Infallible>(vec![0.0; texts.len()])
+    };
+    let cascade = Cascade::new(
+        Stage::new(cancel_on_second)
+            .window(40)
+            .passages(None)
+            .with_budget_batch(4),
+    );
+    let options = SearchOptions::default().rerank(&cascade).cancel(&token);
+    let err = index.search("cats", &options).unwrap_err();
+    assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "10 batches of 4 without the token"
+    );
+    // Cancelled before the search: no reranker call at all.
+    let err = index.search("cats", &options).unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -443,6 +443,46 @@ mod encoders {
         assert_eq!(r.hits, again.hits);
     }
 
+    /// Through the inference queue the search gives the model's own scores; a search whose
+    /// token is cancelled while it waits on the queue fails as cancelled, and a deadline
+    /// already passed stops it before any pair is scored.
+    #[test]
+    fn queued_reranker_scores_like_the_model_and_stops_when_cancelled() {
+        use tantivy_rerank_encoders::{InferenceQueue, QueueOptions};
+        use tantivy_rerank_search::{CancelToken, QueuedReranker};
+        let model = std::sync::Arc::new(
+            CrossEncoder::from_dir(fixture("bert-3label"), cpu()).expect("fixture"),
+        );
+        let queue = InferenceQueue::start(model.clone(), QueueOptions::default()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let index = squad_index(tmp.path());
+        let query = "Which team won Super Bowl 50?";
+        let direct = Cascade::new(Stage::borrowed(model.as_ref()).window(6));
+        let queued = Cascade::new(Stage::new(QueuedReranker::new(queue.clone(), None)).window(6));
+        let want = reranked(&index, query, &direct, 6).unwrap();
+        let got = reranked(&index, query, &queued, 6).unwrap();
+        assert_eq!(want.hits, got.hits);
+
+        let token = CancelToken::new();
+        let stage = QueuedReranker::new(queue.clone(), Some(token.clone()));
+        token.cancel();
+        let err = stage.rerank(query, &["a", "b"]).unwrap_err();
+        assert!(matches!(err, RerankError::Cancelled), "{err}");
+        let past = CancelToken::with_deadline(std::time::Instant::now());
+        let cascade =
+            Cascade::new(Stage::new(QueuedReranker::new(queue, Some(past.clone()))).window(6));
+        let err = index
+            .search(
+                query,
+                &SearchOptions::default()
+                    .top_n(6)
+                    .rerank(&cascade)
+                    .cancel(&past),
+            )
+            .unwrap_err();
+        assert!(matches!(err, SearchError::Cancelled { .. }), "{err}");
+    }
+
     #[test]
     fn passage_budget_leaves_room_for_the_query_only_when_the_model_reads_it() {
         let dir = fixture("bert-3label");

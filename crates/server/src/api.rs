@@ -215,6 +215,16 @@ pub struct Info {
     pub max_batch_size: usize,
     /// Largest request body in bytes (larger: 413).
     pub payload_limit: usize,
+    /// Texts, documents or inputs of one request at most (more: 422).
+    pub max_documents: usize,
+    /// (query, passage) pairs one request may have scored (more: 422).
+    pub max_passages: usize,
+    /// The largest `/search` window and `top` (more: 422).
+    pub max_search_window: usize,
+    /// The longest query in model tokens (longer: 422).
+    pub max_query_tokens: usize,
+    /// The most BM25 terms of a `/search` query (more: 422).
+    pub max_query_terms: usize,
     /// Whether `POST /search` is served.
     pub search: bool,
     /// This crate's version.

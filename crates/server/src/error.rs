@@ -26,6 +26,8 @@ pub enum ErrorType {
     Unhealthy,
     /// No such route, or a route this service was started without (404).
     NotFound,
+    /// The request ran past the request timeout (408).
+    Timeout,
 }
 
 /// An error answer.
@@ -51,6 +53,7 @@ impl ApiError {
             ErrorType::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorType::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::NotFound => StatusCode::NOT_FOUND,
+            ErrorType::Timeout => StatusCode::REQUEST_TIMEOUT,
         };
         ApiError {
             status,

@@ -1,23 +1,23 @@
 //! The route handlers.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use tantivy_rerank_encoders::device::{device_name, dtype_name};
 use tantivy_rerank_encoders::{CrossEncoder, EncodedPair, EncoderError, Prediction, ScoreHead};
 use tantivy_rerank_search::{
-    split_spans, Cascade, ModelInput, ModelTokenizer, PassageOptions, QueuedReranker,
-    SearchOptions, SearchResults, Stage,
+    split_spans, CancelReason, CancelToken, Cascade, ModelInput, ModelTokenizer, PassageOptions,
+    QueuedReranker, SearchError, SearchOptions, SearchResults, Stage,
 };
 
 use crate::api::*;
 use crate::error::{ApiError, ErrorType};
-use crate::AppState;
+use crate::{AppState, RequestPermit};
 
 type Body<T> = Result<Json<T>, JsonRejection>;
 
@@ -108,6 +108,34 @@ fn check_top_n(top_n: Option<usize>) -> Result<(), ApiError> {
     }
 }
 
+/// 422 when `value` (what `what` counts) is over the cap `max` of option `option`.
+fn cap(what: &str, value: usize, max: usize, option: &str) -> Result<(), ApiError> {
+    if value <= max {
+        return Ok(());
+    }
+    let flag = option.replace('_', "-");
+    Err(ApiError::validation(format!(
+        "{what} is {value}, over the cap of {max} ({option}; the service's --{flag})"
+    )))
+}
+
+/// 422 when `query` has more than `max_query_tokens` model tokens: tokenised only as far as
+/// the cap, so a huge query costs no more than the cap to refuse.
+fn check_query_tokens(state: &AppState, query: &str) -> Result<(), ApiError> {
+    let max = state.options.max_query_tokens;
+    let spans = state
+        .model
+        .tokenizer()
+        .token_spans_head(query, max.saturating_add(1))
+        .map_err(tokenizer_error)?;
+    if spans.len() > max {
+        return Err(ApiError::validation(format!(
+            "the query is over the cap of {max} model tokens (max_query_tokens; the service's --max-query-tokens)"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /rerank` (TEI).
 pub(crate) async fn tei_rerank(
     State(state): State<Arc<AppState>>,
@@ -119,6 +147,14 @@ pub(crate) async fn tei_rerank(
     if req.texts.is_empty() {
         return Err(ApiError::new(ErrorType::Empty, "`texts` cannot be empty"));
     }
+    let o = &state.options;
+    cap(
+        "the number of `texts`",
+        req.texts.len(),
+        o.max_documents,
+        "max_documents",
+    )?;
+    check_query_tokens(&state, &req.query)?;
     let (predictions, texts) = pair_predictions(&state, req.query, req.texts).await?;
     let scores = scores(
         state.model.head(),
@@ -166,6 +202,17 @@ fn document_text(
         CohereDocument::Object(map) => {
             let default = ["text".to_string()];
             let fields = fields.unwrap_or(&default);
+            // One field missing is named below; of several, those missing are skipped, but
+            // not all of them: the document would be scored as empty text.
+            if fields.len() > 1
+                && fields
+                    .iter()
+                    .all(|f| matches!(map.get(f), None | Some(serde_json::Value::Null)))
+            {
+                return Err(ApiError::validation(format!(
+                    "documents[{i}] has none of the rank_fields {fields:?}: every document needs at least one of them as a string"
+                )));
+            }
             let mut parts = Vec::with_capacity(fields.len());
             for f in fields {
                 match map.get(f) {
@@ -205,6 +252,26 @@ async fn cohere(
             "max_chunks_per_doc and max_tokens_per_doc must be at least 1",
         ));
     }
+    if req.rank_fields.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::validation(
+            "rank_fields is empty: name the document fields to read, or leave it out to read `text`",
+        ));
+    }
+    let o = &state.options;
+    cap(
+        "the number of `documents`",
+        req.documents.len(),
+        o.max_documents,
+        "max_documents",
+    )?;
+    let max_chunks = req.max_chunks_per_doc.unwrap_or(1);
+    cap(
+        "max_chunks_per_doc",
+        max_chunks,
+        o.max_passages,
+        "max_passages",
+    )?;
+    check_query_tokens(&state, &req.query)?;
     let fields = req.rank_fields.as_deref();
     let texts = req
         .documents
@@ -217,17 +284,32 @@ async fn cohere(
     let model = state.model.clone();
     let (query, chunks, texts) = {
         let query = req.query.clone();
-        let (max_chunks, max_tokens) =
-            (req.max_chunks_per_doc.unwrap_or(1), req.max_tokens_per_doc);
+        let max_tokens = req.max_tokens_per_doc;
         blocking(move || {
+            // What fits next to the query is worked out once, not once per document.
+            let budget = match max_chunks {
+                1 => 0,
+                _ => ModelTokenizer {
+                    tokenizer: model.tokenizer(),
+                    input: ModelInput::WithQuery,
+                }
+                .passage_budget(&query)
+                .map_err(|e| ApiError::new(ErrorType::Tokenizer, e.to_string()))?,
+            };
             let chunks = texts
                 .iter()
-                .map(|t| chunk_document(&model, &query, t, max_chunks, max_tokens))
+                .map(|t| chunk_document(&model, t, max_chunks, budget, max_tokens))
                 .collect::<Result<Vec<Vec<String>>, ApiError>>()?;
             Ok((query, chunks, texts))
         })
         .await?
     };
+    cap(
+        "the number of chunks",
+        chunks.iter().map(Vec::len).sum(),
+        o.max_passages,
+        "max_passages",
+    )?;
     let owners: Vec<usize> = chunks
         .iter()
         .enumerate()
@@ -264,12 +346,13 @@ async fn cohere(
 }
 
 /// `text` cut to its first `max_tokens` tokens, then into at most `max_chunks` chunks of
-/// what fits next to `query` (the whole text when one chunk is asked for: the model cuts it).
+/// `budget` tokens, what fits next to the query (the whole text when one chunk is asked for:
+/// the model cuts it).
 fn chunk_document(
     model: &CrossEncoder,
-    query: &str,
     text: &str,
     max_chunks: usize,
+    budget: usize,
     max_tokens: Option<usize>,
 ) -> Result<Vec<String>, ApiError> {
     let tokenizer = model.tokenizer();
@@ -288,12 +371,7 @@ fn chunk_document(
     if max_chunks <= 1 {
         return Ok(vec![text.to_string()]);
     }
-    let budget = ModelTokenizer {
-        tokenizer,
-        input: ModelInput::WithQuery,
-    }
-    .passage_budget(query)
-    .map_err(|e| ApiError::new(ErrorType::Tokenizer, e.to_string()))?;
+    let budget = budget.max(1);
     let spans = tokenizer
         .token_spans_head(text, budget.saturating_mul(max_chunks))
         .map_err(tokenizer_error)?;
@@ -343,6 +421,12 @@ pub(crate) async fn predict(
     if inputs.is_empty() {
         return Err(ApiError::new(ErrorType::Empty, "`inputs` cannot be empty"));
     }
+    cap(
+        "the number of `inputs`",
+        inputs.len(),
+        state.options.max_documents,
+        "max_documents",
+    )?;
     if let Some((i, bad)) = inputs
         .iter()
         .enumerate()
@@ -412,11 +496,45 @@ fn unreachable_input() -> Result<EncodedPair, EncoderError> {
     })
 }
 
+/// Cancels its token when dropped: held by a handler, it stops the handler's blocking work
+/// when the handler's future is dropped (the client went away, or the request timed out).
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The answer for a search error: the query's own problems are 422, a search stopped by its
+/// deadline 408, anything else the backend's (424).
+fn search_error(e: SearchError) -> ApiError {
+    match e {
+        SearchError::QueryTooLong { .. }
+        | SearchError::InvalidQuery { .. }
+        | SearchError::InvalidOption { .. } => ApiError::validation(e.to_string()),
+        SearchError::Cancelled {
+            reason: CancelReason::DeadlinePassed,
+        } => ApiError::new(ErrorType::Timeout, e.to_string()),
+        other => ApiError::new(ErrorType::Backend, other.to_string()),
+    }
+}
+
 /// `POST /search`: BM25 then rerank; the `search --json` object.
+///
+/// The search runs on a blocking thread with a cancel token: cancelled when this handler's
+/// future is dropped (client gone, request timed out, shutdown), and with the request
+/// timeout as its deadline, so abandoned searches stop between reranker batches. The
+/// request's concurrency permit goes with the blocking work, so that a search keeps its
+/// place among `max_concurrent_requests` until it has stopped. Its parallel work runs in the
+/// service's search pool (`search_threads`): on the global pool, cutting a window of long
+/// documents into passages held up every other request's tokenising and model batches.
 pub(crate) async fn search(
     State(state): State<Arc<AppState>>,
+    permit: Option<Extension<RequestPermit>>,
     body: Body<SearchRequest>,
 ) -> Result<Json<SearchResults>, ApiError> {
+    let started = Instant::now();
     let Json(req) = body?;
     let Some(index) = state.index.clone() else {
         return Err(ApiError::new(
@@ -431,14 +549,42 @@ pub(crate) async fn search(
     if req.query.trim().is_empty() {
         return Err(ApiError::new(ErrorType::Empty, "`query` cannot be empty"));
     }
+    let o = &state.options;
+    cap("window", window, o.max_search_window, "max_search_window")?;
+    cap("top", top, o.max_search_window, "max_search_window")?;
+    let passages_per_doc = PassageOptions::default().max_passages;
+    cap(
+        &format!("window × {passages_per_doc} passages a document may give"),
+        window.saturating_mul(passages_per_doc),
+        o.max_passages,
+        "max_passages",
+    )?;
+    check_query_tokens(&state, &req.query)?;
+    let token = CancelToken::with_deadline(started + o.request_timeout);
+    let _cancel_on_drop = CancelOnDrop(token.clone());
+    let max_terms = o.max_query_terms;
     blocking(move || {
-        let reranker = QueuedReranker::new(state.queue.clone(), None);
-        let cascade = Cascade::new(Stage::new(reranker).window(window));
-        let options = SearchOptions::default().top_n(top).rerank(&cascade);
-        index
-            .search(&req.query, &options)
-            .map(Json)
-            .map_err(|e| ApiError::new(ErrorType::Backend, e.to_string()))
+        let _permit = permit;
+        let shared = state.clone();
+        let stage = match state.search_reranker.clone() {
+            Some(reranker) => Stage::shared(reranker),
+            None => Stage::new(QueuedReranker::new(
+                state.queue.clone(),
+                Some(token.clone()),
+            )),
+        };
+        let cascade = Cascade::new(stage.window(window));
+        let options = SearchOptions::default()
+            .top_n(top)
+            .rerank(&cascade)
+            .cancel(&token)
+            .max_query_terms(max_terms);
+        let run = || index.search(&req.query, &options);
+        let found = match &shared.search_pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        };
+        found.map(Json).map_err(search_error)
     })
     .await
 }
@@ -482,6 +628,11 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         max_batch_tokens: model.max_batch_tokens(),
         max_batch_size: model.batch_size(),
         payload_limit: o.payload_limit,
+        max_documents: o.max_documents,
+        max_passages: o.max_passages,
+        max_search_window: o.max_search_window,
+        max_query_tokens: o.max_query_tokens,
+        max_query_terms: o.max_query_terms,
         search: state.index.is_some(),
         version: env!("CARGO_PKG_VERSION").into(),
     })

@@ -10,9 +10,12 @@
 //! the model's batches, in fair turns, and a request whose client has gone is withdrawn. Bad
 //! input gets `{"error", "error_type"}` with TEI's status codes; requests over
 //! `max_concurrent_requests` get 429, bodies over the payload limit 413, a wrong or missing
-//! key 401. [`Server::run`] stops on a shutdown signal after finishing the requests in
-//! flight. The model code never sees HTTP, and this crate never sees tensors: it scores
-//! through the encoders' queue and reads predictions.
+//! key 401, requests over a size cap (documents, passages, window, query length) 422 naming
+//! the cap. Connections have a header read timeout, an idle timeout and a cap
+//! ([`ServerOptions`]); a request that runs past its timeout, or whose client goes away, has
+//! its search cancelled. [`Server::run`] stops on a shutdown signal after finishing the
+//! requests in flight, within the shutdown timeout. The model code never sees HTTP, and this
+//! crate never sees tensors: it scores through the encoders' queue and reads predictions.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -27,15 +30,18 @@
 //! ```
 
 pub mod api;
+mod body;
 mod error;
 mod handlers;
+mod listen;
+mod trim;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,9 +49,8 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tantivy_rerank_encoders::{BatchReport, CrossEncoder, InferenceQueue, QueueOptions};
-use tantivy_rerank_search::ArticleIndex;
-use tokio::sync::Semaphore;
-use tower_http::timeout::TimeoutLayer;
+use tantivy_rerank_search::{ArticleIndex, Reranker, DEFAULT_MAX_QUERY_TERMS};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{ApiError, ErrorType};
 
@@ -62,9 +67,86 @@ pub struct ServerOptions {
     /// When set, every route but `/health` and `/metrics` needs
     /// `Authorization: Bearer <key>` (401 otherwise).
     pub api_key: Option<String>,
-    /// A request that takes longer is answered 408 (default 60 s).
+    /// A request that takes longer is answered 408 and its work cancelled (default 60 s).
     #[serde(with = "secs")]
     pub request_timeout: Duration,
+    /// Texts of one `/rerank`, documents of one `/v1/rerank` or `/v2/rerank`, inputs of one
+    /// `/predict` (default 1,000, Cohere's own limit); more is 422.
+    pub max_documents: usize,
+    /// (query, passage) pairs one request may have scored (default 10,000): the chunks of a
+    /// Cohere request with `max_chunks_per_doc` (counted after chunking), and for `/search`
+    /// its window times the 20 passages a document may give; more is 422.
+    pub max_passages: usize,
+    /// The largest `window` (and `top`) of a `/search` (default 500); more is 422.
+    pub max_search_window: usize,
+    /// The longest query in model tokens, on every endpoint with a query (default 512, the
+    /// input length of most cross-encoders); longer is 422. Counting stops past the cap.
+    pub max_query_tokens: usize,
+    /// The most BM25 terms of a `/search` query (default 1,024; see the search crate's
+    /// `SearchOptions::max_query_terms`); more is 422.
+    pub max_query_terms: usize,
+    /// A connection that has not sent a whole request head this long after it opened, or
+    /// after the first byte of a later request, is closed (default 10 s).
+    #[serde(with = "secs")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection that moves no byte this long while none of its requests is
+    /// being handled is closed (default 60 s).
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Open connections at most (default: the file descriptor limit less what the process
+    /// needs besides, see [`default_max_connections`]). At the cap the connection idle the
+    /// longest is closed to make room; when none is idle, new connections wait in the listen
+    /// backlog.
+    pub max_connections: usize,
+    /// After a shutdown signal, how long requests in flight may run before the service closes
+    /// their connections and returns (default 30 s).
+    #[serde(with = "secs")]
+    pub shutdown_timeout: Duration,
+    /// Threads of `/search`'s own CPU work (cutting candidates into passages, tokenising
+    /// them), apart from the threads the model and the other endpoints use, so that a search
+    /// never holds up their work (default half the cores, at least 1). As many searches run
+    /// at once; more wait their turn.
+    pub search_threads: usize,
+}
+
+/// Half the cores this process may use, at least 1.
+fn half_the_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// File descriptors the process keeps besides its connections by default: standard streams,
+/// the listener, the runtime's and the index's files, with room to spare.
+pub const RESERVED_FDS: usize = 64;
+
+/// The most connections (and requests in flight) any limit may allow: what a semaphore holds.
+pub const MAX_LIMIT: usize = Semaphore::MAX_PERMITS;
+
+/// The default connection cap: the soft `RLIMIT_NOFILE` less `reserved` descriptors (at least
+/// half the limit, at least 1), so that the listener, the index and the model never find
+/// the descriptors used up by connections; 1,024 less `reserved` where the limit cannot be
+/// read.
+pub fn default_max_connections(reserved: usize) -> usize {
+    let nofile = fd_limit().unwrap_or(1_024);
+    nofile
+        .saturating_sub(reserved)
+        .max(nofile / 2)
+        .clamp(1, MAX_LIMIT)
+}
+
+#[cfg(unix)]
+fn fd_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through a valid pointer to a local.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (got == 0).then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn fd_limit() -> Option<usize> {
+    None
 }
 
 impl Default for ServerOptions {
@@ -75,23 +157,57 @@ impl Default for ServerOptions {
             payload_limit: 2_000_000,
             api_key: None,
             request_timeout: Duration::from_secs(60),
+            max_documents: 1_000,
+            max_passages: 10_000,
+            max_search_window: 500,
+            max_query_tokens: 512,
+            max_query_terms: DEFAULT_MAX_QUERY_TERMS,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: default_max_connections(RESERVED_FDS),
+            shutdown_timeout: Duration::from_secs(30),
+            search_threads: half_the_cores(),
         }
     }
 }
 
 impl ServerOptions {
-    /// Refuse limits of 0.
+    /// Refuse limits of 0, limits past [`MAX_LIMIT`], timeouts of 0 and an empty key.
     pub fn validate(&self) -> Result<(), String> {
         for (name, value) in [
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("payload_limit", self.payload_limit),
+            ("max_documents", self.max_documents),
+            ("max_passages", self.max_passages),
+            ("max_search_window", self.max_search_window),
+            ("max_query_tokens", self.max_query_tokens),
+            ("max_query_terms", self.max_query_terms),
+            ("max_connections", self.max_connections),
+            ("search_threads", self.search_threads),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
         }
-        if self.request_timeout.is_zero() {
-            return Err("request_timeout must be above 0".into());
+        for (name, value) in [
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("max_connections", self.max_connections),
+        ] {
+            if value > MAX_LIMIT {
+                return Err(format!(
+                    "{name} {value} is over the largest this service can count, {MAX_LIMIT}"
+                ));
+            }
+        }
+        for (name, value) in [
+            ("request_timeout", self.request_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{name} must be above 0"));
+            }
         }
         if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err("api_key is empty: give a key or none".into());
@@ -125,6 +241,13 @@ pub(crate) struct AppState {
     pub(crate) options: ServerOptions,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) permits: Arc<Semaphore>,
+    /// Scores `/search` instead of the served model through the queue, when set.
+    pub(crate) search_reranker: Option<Arc<dyn Reranker>>,
+    /// Where `/search` runs its own parallel work (`None`: the global pool, if this one could
+    /// not be started).
+    pub(crate) search_pool: Option<rayon::ThreadPool>,
+    /// Requests in flight, for handing memory back when there are none.
+    pub(crate) idle: Arc<trim::Idle>,
 }
 
 /// The service: a model, optionally an index, and its options.
@@ -190,7 +313,35 @@ impl Server {
             },
         )
         .map_err(std::io::Error::other)?;
+        // A semaphore panics past MAX_PERMITS: a larger limit (which `validate` refuses) is
+        // as good as no limit, and is served as the largest one.
+        let mut options = options;
+        for (name, value) in [
+            (
+                "max_concurrent_requests",
+                &mut options.max_concurrent_requests,
+            ),
+            ("max_connections", &mut options.max_connections),
+        ] {
+            if *value > MAX_LIMIT {
+                tracing::warn!(
+                    requested = *value,
+                    used = MAX_LIMIT,
+                    "{name} is over the largest a semaphore holds; using that"
+                );
+                *value = MAX_LIMIT;
+            }
+        }
         let permits = Arc::new(Semaphore::new(options.max_concurrent_requests));
+        let search_pool = match index {
+            None => None,
+            Some(_) => rayon::ThreadPoolBuilder::new()
+                .num_threads(options.search_threads.max(1))
+                .thread_name(|i| format!("search-{i}"))
+                .build()
+                .map_err(|e| tracing::warn!(error = %e, "no thread pool of its own for /search"))
+                .ok(),
+        };
         Ok(Server {
             state: Arc::new(AppState {
                 model,
@@ -199,8 +350,24 @@ impl Server {
                 options,
                 metrics,
                 permits,
+                search_reranker: None,
+                search_pool,
+                idle: Arc::default(),
             }),
         })
+    }
+
+    /// Score `/search` with `reranker` instead of the served model through the queue: a
+    /// second stage of another model, or, in tests, a reranker whose calls can be watched.
+    /// Call it before [`Server::router`] or [`Server::run`].
+    pub fn with_search_reranker(mut self, reranker: Arc<dyn Reranker>) -> Self {
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => state.search_reranker = Some(reranker),
+            None => tracing::warn!(
+                "with_search_reranker after the router was built: /search keeps the served model"
+            ),
+        }
+        self
     }
 
     /// The routes, with their limits, timeouts and key check.
@@ -220,40 +387,55 @@ impl Server {
             .merge(work)
             .route("/info", get(handlers::info))
             .route_layer(middleware::from_fn_with_state(state.clone(), check_key));
+        // Outermost first: every answer is counted (a 408 too, and a request whose client
+        // went away as abandoned), then the timeout, then the body checks.
         Router::new()
             .merge(keyed)
             .route("/health", get(handlers::health))
             .route("/metrics", get(handlers::metrics))
             .fallback(handlers::not_found)
-            .layer(middleware::from_fn_with_state(state.clone(), limit_payload))
-            .layer(middleware::from_fn(count_requests))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                body::read_body,
+            ))
             .layer(DefaultBodyLimit::max(state.options.payload_limit))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                state.options.request_timeout,
+            .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                count_requests,
             ))
             .with_state(state)
     }
 
-    /// Serve on `listener` until `shutdown` resolves; then stop accepting connections, finish
-    /// the requests in flight, and return.
+    /// Serve on `listener` until `shutdown` resolves; then stop accepting connections, close
+    /// those with no request in flight, let the requests in flight finish until
+    /// `shutdown_timeout`, close what is left (cancelling its work), and return.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = self.router();
+        let o = &self.state.options;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(
                 %addr,
-                model = %self.state.options.model_id,
+                model = %o.model_id,
                 search = self.state.index.is_some(),
+                max_connections = o.max_connections,
                 "rerank service ready"
             );
         }
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let limits = listen::Limits {
+            header_read_timeout: o.header_read_timeout,
+            idle_timeout: o.idle_timeout,
+            max_connections: o.max_connections.clamp(1, MAX_LIMIT),
+            shutdown_timeout: o.shutdown_timeout,
+        };
+        let trimmer = tokio::spawn(self.state.idle.clone().trim_when_idle());
+        let served = listen::serve(listener, app, limits, shutdown).await;
+        trimmer.abort();
+        served?;
         tracing::info!("rerank service stopped");
         Ok(())
     }
@@ -288,54 +470,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal: finishing the requests in flight");
 }
 
-/// How much of an oversized body is read (and dropped) before the 413 answer, so that a
-/// client that writes its whole body before reading can read the answer instead of finding
-/// the connection closed mid-write.
-const DRAIN_MAX: usize = 64 << 20;
-
-/// 413 for a body whose declared length is over the payload limit, after draining it (up to
-/// [`DRAIN_MAX`]). A body without a declared length is cut at the limit by the JSON reader
-/// (also 413).
-async fn limit_payload(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    use http_body_util::BodyExt;
-    let limit = state.options.payload_limit;
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let Some(declared) = declared.filter(|&n| n > limit as u64) else {
-        return next.run(request).await;
-    };
-    let mut body = request.into_body();
-    let mut read = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        read += frame.data_ref().map_or(0, |d| d.len());
-        if read > DRAIN_MAX {
-            break;
-        }
-    }
-    ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        error_type: ErrorType::Validation,
-        message: format!(
-            "the request body of {declared} bytes is over the payload limit of {limit} bytes"
-        ),
-    }
-    .into_response()
-}
+/// A request's place among `max_concurrent_requests`, in its extensions: a handler whose work
+/// goes on after the handler future is dropped (a blocking search) holds a clone until that
+/// work ends, so an abandoned request keeps its place until it has stopped.
+#[derive(Clone)]
+pub(crate) struct RequestPermit(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// 429 when `max_concurrent_requests` are in flight.
 async fn limit_concurrency(
     State(state): State<Arc<AppState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Ok(_permit) = state.permits.clone().try_acquire_owned() else {
+    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
         return ApiError::new(
             ErrorType::Overloaded,
             format!(
@@ -345,7 +492,28 @@ async fn limit_concurrency(
         )
         .into_response();
     };
-    next.run(request).await
+    let permit = RequestPermit(Arc::new(permit));
+    request.extensions_mut().insert(permit.clone());
+    let response = next.run(request).await;
+    drop(permit);
+    response
+}
+
+/// 408 (JSON, as every error) for a request past `request_timeout`; its handler's future is
+/// dropped, which cancels its work.
+async fn time_limit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let limit = state.options.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            ErrorType::Timeout,
+            format!(
+                "the request took longer than the request timeout of {} s",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// 401 unless `Authorization: Bearer <key>` (scheme in any case) when a key is set.
@@ -380,8 +548,29 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// Request counts and durations per route and status.
-async fn count_requests(request: Request, next: Next) -> Response {
+/// Counts a request whose future is dropped before it answered: its client went away (or
+/// the service closed the connection at shutdown).
+struct Abandoned {
+    route: Option<String>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(route) = self.route.take() {
+            metrics::counter!("tantivy_rerank_requests_abandoned_total", "route" => route)
+                .increment(1);
+        }
+    }
+}
+
+/// Request counts and durations per route and status, and requests abandoned per route; and
+/// the requests in flight, for handing memory back when there are none.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let _busy = state.idle.enter();
     let path = request.uri().path().to_string();
     let route = match path.as_str() {
         "/rerank" | "/predict" | "/v1/rerank" | "/v2/rerank" | "/search" | "/health" | "/info"
@@ -389,7 +578,11 @@ async fn count_requests(request: Request, next: Next) -> Response {
         _ => "other".into(),
     };
     let started = std::time::Instant::now();
+    let mut abandoned = Abandoned {
+        route: Some(route.clone()),
+    };
     let response = next.run(request).await;
+    abandoned.route = None;
     let status = response.status().as_u16().to_string();
     metrics::counter!("tantivy_rerank_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);

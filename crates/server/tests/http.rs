@@ -583,7 +583,14 @@ fn over_the_concurrency_limit_is_429() {
 /// A thousand documents in one request are spread over many batches and all scored.
 #[test]
 fn a_large_request_is_split_not_refused() {
-    let server = start("bert-3label", None, options());
+    let server = start(
+        "bert-3label",
+        None,
+        ServerOptions {
+            max_documents: 2_000,
+            ..options()
+        },
+    );
     let texts: Vec<String> = (0..1_200)
         .map(|i| format!("{} number {i}", TEXTS[i % TEXTS.len()]))
         .collect();

@@ -60,6 +60,16 @@ impl Running {
 }
 
 pub fn start(model: &str, index: Option<ArticleIndex>, options: ServerOptions) -> Running {
+    start_with(model, index, options, None)
+}
+
+/// [`start`], with `/search` scored by `search_reranker` when given.
+pub fn start_with(
+    model: &str,
+    index: Option<ArticleIndex>,
+    options: ServerOptions,
+    search_reranker: Option<Arc<dyn tantivy_rerank_search::Reranker>>,
+) -> Running {
     let model = Arc::new(load(model));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -72,7 +82,10 @@ pub fn start(model: &str, index: Option<ArticleIndex>, options: ServerOptions) -
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             addr_tx.send(listener.local_addr()?).expect("address");
-            let server = Server::new(server_model, index.map(Arc::new), options)?;
+            let mut server = Server::new(server_model, index.map(Arc::new), options)?;
+            if let Some(reranker) = search_reranker {
+                server = server.with_search_reranker(reranker);
+            }
             server
                 .run(listener, async move {
                     let _ = rx.await;
@@ -214,4 +227,87 @@ pub const TOLERANCE: f32 = 1e-5;
 
 pub fn close(a: f32, b: f32) -> bool {
     (a - b).abs() <= TOLERANCE * (1.0 + b.abs())
+}
+
+/// A raw connection for requests no HTTP client sends: partial heads, bytes at a trickle,
+/// `Expect: 100-continue` without the body.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Raw { stream }
+    }
+
+    /// Write `bytes`; false when the service has closed the connection.
+    pub fn send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok() && self.stream.flush().is_ok()
+    }
+
+    /// A whole request with a JSON body, kept alive.
+    pub fn request(&mut self, path: &str, body: &str) -> bool {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.send(head.as_bytes()) && self.send(body.as_bytes())
+    }
+
+    /// Read one response (head and a Content-Length body); `None` when the connection is
+    /// closed (or reset) first.
+    pub fn response(&mut self) -> Option<(u16, String)> {
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            match self.stream.read(&mut byte) {
+                Ok(1) => raw.push(byte[0]),
+                _ => return None,
+            }
+        }
+        let head = String::from_utf8_lossy(&raw).to_string();
+        let status = head.split_whitespace().nth(1)?.parse().ok()?;
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).ok()?;
+        Some((status, String::from_utf8_lossy(&body).to_string()))
+    }
+
+    /// Wait up to `limit` for the service to close the connection; the time it took.
+    pub fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        self.stream.set_read_timeout(Some(limit)).expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Some(started.elapsed()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Some(started.elapsed())
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The value of the Prometheus sample `name{labels...}` whose line holds every one of
+/// `labels`, or 0 when there is none.
+pub fn metric(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
