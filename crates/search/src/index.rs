@@ -26,7 +26,7 @@ use crate::loader::{first_str, DocLoader};
 use crate::query_check::check_query;
 use crate::rerank::{Hit, RerankResults, Timings};
 use crate::schema::{register_analyzers, ArticleFields, SchemaOptions};
-use crate::stored::{read_document, Walked};
+use crate::stored::{check_store_footers, read_document, Walked};
 
 /// Smallest per-thread memory budget tantivy accepts.
 const MIN_THREAD_BUDGET: usize = 15_000_000;
@@ -160,6 +160,11 @@ impl ArticleIndex {
 
     fn from_index(path: &Path, index: Index) -> Result<Self> {
         register_analyzers(&index);
+        check_store_footers(&index).map_err(|message| SearchError::Corrupted {
+            path: path.to_path_buf(),
+            context: "opening the doc store".into(),
+            message,
+        })?;
         let fields = ArticleFields::from_index(&index, path)?;
         let reader = index
             .reader_builder()

@@ -9,10 +9,58 @@
 //! dates, booleans and IP addresses in fixed sizes) and refuses any length that runs past
 //! the end. Nested values (arrays, objects, pre-tokenised text) are left to tantivy.
 
+use tantivy::index::SegmentComponent;
 use tantivy::schema::Field;
-use tantivy::{DocAddress, Searcher};
+use tantivy::{DocAddress, Index, Searcher};
 
 use crate::error::BoxError;
+
+/// tantivy's doc store footer: version (u32), offset of the skip index (u64), compressor
+/// (u8), 15 reserved bytes.
+const STORE_FOOTER: usize = 28;
+
+/// Check what tantivy sizes allocations by when it opens each segment's doc store: the skip
+/// index's offset and its count of layers (a corrupted count made tantivy reserve
+/// petabytes and abort). Reads only the footer and the skip index's first bytes.
+pub(crate) fn check_store_footers(index: &Index) -> Result<(), String> {
+    let metas = index
+        .searchable_segment_metas()
+        .map_err(|e| format!("listing segments: {e}"))?;
+    for meta in metas {
+        let name = meta.relative_path(SegmentComponent::Store);
+        let name = name.display();
+        let file = index
+            .segment(meta)
+            .open_read(SegmentComponent::Store)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let len = usize::try_from(file.num_bytes().get_bytes()).unwrap_or(usize::MAX);
+        let Some(body) = len.checked_sub(STORE_FOOTER) else {
+            return Err(format!("{name}: {len} bytes, shorter than its footer"));
+        };
+        let footer = file
+            .read_bytes_slice(body..len)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut offset = [0u8; 8];
+        offset.copy_from_slice(&footer.as_slice()[4..12]);
+        let offset = u64::from_le_bytes(offset);
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|&o| o <= body)
+            .ok_or_else(|| format!("{name}: skip index at {offset}, past the end ({body})"))?;
+        let head = file
+            .read_bytes_slice(start..body.min(start + 10))
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut at = 0;
+        let layers = read_vint(head.as_slice(), &mut at).map_err(|e| format!("{name}: {e}"))?;
+        if layers > (body - start) as u64 {
+            return Err(format!(
+                "{name}: the skip index claims {layers} layers in {} bytes",
+                body - start
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Walk the stored document at `address` (see [`read_text_fields`]).
 pub(crate) fn read_document(
@@ -167,6 +215,45 @@ mod tests {
         let store = searcher.segment_reader(0).get_store_reader(1).unwrap();
         let bytes = store.get_document_bytes(0).unwrap();
         (bytes.as_slice().to_vec(), [f_id, f_title, f_body])
+    }
+
+    #[test]
+    fn store_footers_of_a_sound_index_pass_and_a_blown_up_layer_count_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = Schema::builder();
+        let f = builder.add_text_field("body", TEXT | STORED);
+        let index = Index::create_in_dir(dir.path(), builder.build()).unwrap();
+        let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.add_document(doc!(f => "cats purr")).unwrap();
+        writer.commit().unwrap();
+        drop(writer);
+        check_store_footers(&index).unwrap();
+        let store = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "store"))
+            .unwrap();
+        let mut bytes = std::fs::read(&store).unwrap();
+        // tantivy's own footer (version, CRC) follows the doc store's; find the store footer
+        // by the skip index offset it holds.
+        let managed = bytes.len()
+            - (0..bytes.len())
+                .rev()
+                .find(|&end| {
+                    end >= STORE_FOOTER && {
+                        let f = &bytes[end - STORE_FOOTER..end];
+                        f[..4] == [2, 0, 0, 0] && f[13..] == [0; 15]
+                    }
+                })
+                .unwrap();
+        let footer = bytes.len() - managed - STORE_FOOTER;
+        let offset = u64::from_le_bytes(bytes[footer + 4..footer + 12].try_into().unwrap());
+        bytes[offset as usize] = 0x7f; // the layer count no longer ends where it did
+        bytes[offset as usize + 1] = 0x7f;
+        std::fs::write(&store, &bytes).unwrap();
+        let reopened = Index::open_in_dir(dir.path()).unwrap();
+        let err = check_store_footers(&reopened).unwrap_err();
+        assert!(err.contains(".store"), "{err}");
     }
 
     #[test]
