@@ -1,11 +1,13 @@
 //! [`InferenceQueue`]: one model, many concurrent callers (a service).
 //!
 //! Every caller's encoded pairs join one queue; a model thread forms each batch from the
-//! requests in turn (round robin, one pair of each request at a time, until the batch size or
-//! the model's token budget is reached), runs the batch through the same forward path as
+//! requests in turn (deficit round robin by tokens: each turn gives every waiting request the
+//! same number of tokens' credit, and a request adds its pairs while its credit covers them,
+//! until the batch size or the model's token budget is reached), runs the batch through the same forward path as
 //! [`CrossEncoder::predict`] (out-of-memory back-off included), and completes each request
 //! with the head's predictions once all of its pairs have run. So a large request cannot
-//! starve small ones: they share every batch with it. A request whose [`Ticket`] is dropped,
+//! starve small ones: they share every batch with it, and a request of long pairs gets no
+//! more of a batch's tokens than one of short pairs. A request whose [`Ticket`] is dropped,
 //! or whose [`CancelToken`] is cancelled, leaves the queue: none of its pairs that have not
 //! run yet are computed.
 //!
@@ -98,6 +100,11 @@ impl Shared {
     }
 }
 
+/// Tokens of credit a waiting request gets at each turn of batch forming: small next to a
+/// model's input (so that a request of long pairs waits several turns for each) and large
+/// enough that forming a batch takes few turns.
+const TURN_CREDIT: usize = 64;
+
 #[derive(Default)]
 struct State {
     requests: VecDeque<Request>,
@@ -118,6 +125,8 @@ struct Request {
     done: usize,
     completion: Arc<Completion>,
     caller: Option<CancelToken>,
+    /// Tokens this request may still add before its next turn's credit (deficit round robin).
+    credit: usize,
 }
 
 impl Request {
@@ -251,6 +260,7 @@ impl InferenceQueue {
             done: 0,
             completion,
             caller: cancel,
+            credit: 0,
         });
         drop(state);
         self.shared.work.notify_all();
@@ -280,8 +290,10 @@ impl State {
         });
     }
 
-    /// The next batch: the requests' pairs in turns, one of each request at a time, until the
-    /// batch size or the padded-token budget is reached.
+    /// The next batch: the requests' pairs in turns (each turn adds [`TURN_CREDIT`] tokens to
+    /// every waiting request's credit, and a request adds its next pairs while its credit
+    /// covers their tokens), until the batch size or the padded-token budget is reached. A
+    /// request keeps unused credit for the next batch, and loses it once it has no pairs left.
     fn next_batch(&mut self, batch_size: usize, budget: Option<usize>) -> Vec<Item> {
         let n = self.requests.len();
         let mut picked: Vec<Item> = Vec::new();
@@ -292,30 +304,38 @@ impl State {
         self.turn = self.turn.wrapping_add(1);
         let mut longest = 0usize;
         'fill: loop {
-            let mut progressed = false;
+            let mut waiting = false;
             for k in 0..n {
                 let r = &mut self.requests[(start + k) % n];
                 if !r.has_pending() {
+                    r.credit = 0;
                     continue;
                 }
-                let index = r.order[r.next];
-                let len = r.encodings[index].len();
-                let new_longest = longest.max(len);
-                let full = picked.len() >= batch_size.max(1)
-                    || budget.is_some_and(|b| new_longest * (picked.len() + 1) > b);
-                if full && !picked.is_empty() {
-                    break 'fill;
+                waiting = true;
+                r.credit = r.credit.saturating_add(TURN_CREDIT);
+                while r.has_pending() {
+                    let index = r.order[r.next];
+                    let len = r.encodings[index].len().max(1);
+                    if len > r.credit {
+                        break;
+                    }
+                    let new_longest = longest.max(len);
+                    let full = picked.len() >= batch_size.max(1)
+                        || budget.is_some_and(|b| new_longest * (picked.len() + 1) > b);
+                    if full && !picked.is_empty() {
+                        break 'fill;
+                    }
+                    picked.push(Item {
+                        request: r.id,
+                        encodings: r.encodings.clone(),
+                        index,
+                    });
+                    r.next += 1;
+                    r.credit -= len;
+                    longest = new_longest;
                 }
-                picked.push(Item {
-                    request: r.id,
-                    encodings: r.encodings.clone(),
-                    index,
-                });
-                r.next += 1;
-                longest = new_longest;
-                progressed = true;
             }
-            if !progressed {
+            if !waiting {
                 break;
             }
         }
@@ -615,6 +635,59 @@ mod tests {
         );
         assert!(queue.queued_pairs() > 1_000, "{}", queue.queued_pairs());
         assert_eq!(large.wait().unwrap().len(), 2_000);
+    }
+
+    /// Batches are shared by tokens, not by pairs: a request of 512-token pairs gets about as
+    /// many of a batch's tokens as one of 16-token pairs, and both make progress.
+    #[test]
+    fn a_request_of_long_pairs_gets_no_more_of_a_batch_than_one_of_short_pairs() {
+        let request = |id: u64, pairs: usize, len: usize| {
+            let encodings: Vec<EncodedPair> = (0..pairs)
+                .map(|_| EncodedPair {
+                    ids: vec![1; len],
+                    type_ids: vec![0; len],
+                })
+                .collect();
+            Request {
+                id,
+                rows: vec![None; pairs],
+                encodings: Arc::new(encodings),
+                order: (0..pairs).collect(),
+                next: 0,
+                done: 0,
+                completion: Arc::new(Completion {
+                    result: Mutex::new(None),
+                    ready: Condvar::new(),
+                    waker: Mutex::new(None),
+                    dropped: CancelToken::new(),
+                }),
+                caller: None,
+                credit: 0,
+            }
+        };
+        let mut state = State::default();
+        state.requests.push_back(request(0, 1_000, 512));
+        state.requests.push_back(request(1, 1_000, 16));
+        let (mut long_tokens, mut short_tokens) = (0usize, 0usize);
+        for _ in 0..3 {
+            for item in state.next_batch(64, None) {
+                let len = item.encodings[item.index].len();
+                match item.request {
+                    0 => long_tokens += len,
+                    _ => short_tokens += len,
+                }
+            }
+        }
+        assert!(long_tokens > 0 && short_tokens > 0);
+        let ratio = long_tokens as f64 / short_tokens as f64;
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "{long_tokens} vs {short_tokens}"
+        );
+        // One request alone still fills whole batches.
+        let mut alone = State::default();
+        alone.requests.push_back(request(0, 100, 512));
+        assert_eq!(alone.next_batch(8, None).len(), 8);
     }
 
     /// Dropping a ticket, or cancelling its token, withdraws the pairs that have not run.
