@@ -161,10 +161,23 @@ impl EncoderError {
         })
     }
 
-    /// Read a whole regular file as text.
+    /// Read a whole regular file as text, reporting invalid UTF-8 with its byte offset and
+    /// line.
     pub(crate) fn read_text(path: &std::path::Path) -> Result<String, Self> {
         Self::check_regular(path)?;
-        std::fs::read_to_string(path).map_err(|e| Self::io(path, e))
+        let bytes = std::fs::read(path).map_err(|e| Self::io(path, e))?;
+        String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            let line = 1 + e.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            EncoderError::InvalidUtf8 {
+                path: path.to_path_buf(),
+                offset,
+                line,
+            }
+        })
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -96,13 +96,13 @@ impl std::fmt::Debug for PromptTemplate {
 pub(crate) fn read_chat_template(dir: &Path) -> Result<Option<(String, PathBuf)>> {
     let file = dir.join("chat_template.jinja");
     if file.exists() {
-        return Ok(Some((crate::tokenizer::read_utf8(&file)?, file)));
+        return Ok(Some((EncoderError::read_text(&file)?, file)));
     }
     let config = dir.join("tokenizer_config.json");
     if !config.exists() {
         return Ok(None);
     }
-    let text = crate::tokenizer::read_utf8(&config)?;
+    let text = EncoderError::read_text(&config)?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&config, e))?;
     Ok(match json.get("chat_template") {
@@ -132,7 +132,7 @@ pub(crate) fn special_token_strings(dir: &Path) -> Result<BTreeMap<String, Strin
     if !config.exists() {
         return Ok(out);
     }
-    let text = crate::tokenizer::read_utf8(&config)?;
+    let text = EncoderError::read_text(&config)?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| EncoderError::malformed(&config, e))?;
     for key in [

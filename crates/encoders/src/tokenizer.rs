@@ -171,24 +171,6 @@ fn read_tokenizer_config(path: &Path) -> Result<TokenizerConfig> {
     serde_json::from_str(&text).map_err(|e| EncoderError::malformed(path, e))
 }
 
-/// Read a text file, reporting invalid UTF-8 with its byte offset and line.
-pub(crate) fn read_utf8(path: &Path) -> Result<String> {
-    EncoderError::check_regular(path)?;
-    let bytes = std::fs::read(path).map_err(|e| EncoderError::io(path, e))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let offset = e.utf8_error().valid_up_to();
-        let line = 1 + e.as_bytes()[..offset]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        EncoderError::InvalidUtf8 {
-            path: path.to_path_buf(),
-            offset,
-            line,
-        }
-    })
-}
-
 /// Parse `vocab.txt` as transformers' `load_vocab` does: one token per line, the line number
 /// is the id, `\n` or `\r\n` line ends, later duplicates win.
 pub(crate) fn parse_vocab(text: &str) -> Vec<String> {
@@ -231,7 +213,7 @@ impl PairTokenizer {
         config: &TokenizerConfig,
         config_path: &Path,
     ) -> Result<Self> {
-        let text = read_utf8(path)?;
+        let text = EncoderError::read_text(path)?;
         let mut inner = Tokenizer::from_str(&text).map_err(|e| EncoderError::malformed(path, e))?;
         // Without a post-processor no [CLS]/[SEP] is added, and a model trained with them
         // would score inputs it never saw, without a word: refuse.
@@ -279,7 +261,7 @@ impl PairTokenizer {
         config: &TokenizerConfig,
         config_path: &Path,
     ) -> Result<Self> {
-        let text = read_utf8(vocab_path)?;
+        let text = EncoderError::read_text(vocab_path)?;
         let tokens = parse_vocab(&text);
         if tokens.is_empty() {
             return Err(EncoderError::malformed(vocab_path, "vocabulary is empty"));
