@@ -7,7 +7,7 @@
 
 use candle_core::Tensor;
 
-use super::layers::Rope;
+use super::ops::Rope;
 use super::packed::{causal_mask, window_mask, PackedBatch};
 
 type CResult<T> = candle_core::Result<T>;

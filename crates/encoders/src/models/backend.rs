@@ -1,22 +1,20 @@
 //! The kernels a model runs on, picked once when it loads.
 //!
 //! Every architecture is generic over a [`Backend`]: the loader matches the device and dtype
-//! once ([`BackendKind::choose`]) and instantiates the model for that backend, so a forward
+//! once (`BackendKind::choose`, in `models`) and instantiates the model for that backend, so a forward
 //! pass never decides between code paths. The backends:
 //!
 //! - [`Portable`]: candle's ops, on any device and dtype (CUDA, and the reference path the
 //!   tests compare the others with);
 //! - [`CpuF32`]: fused f32 kernels on the CPU ([`super::cpu_f32`]);
-//! - [`CpuBf16`](super::cpu_bf16::CpuBf16): bf16 weights packed once for AMX or AVX512-BF16,
-//!   bf16 activations, f32 accumulation ([`super::cpu_bf16`]).
+//! - `CpuBf16` (in `cpu_bf16`): bf16 weights packed once for AMX or AVX512-BF16, bf16
+//!   activations, f32 accumulation.
 
-use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+use candle_core::{DType, Tensor};
 
 use super::attention::{self, AttentionSpec};
-use super::cpu_bf16;
 use super::cpu_f32;
-use super::layers::Activation;
+use super::ops::Activation;
 use super::packed::PackedBatch;
 use crate::error::Result;
 
@@ -156,69 +154,5 @@ impl Backend for CpuF32 {
     }
     fn attention(qkv: &Tensor, batch: &PackedBatch, spec: &AttentionSpec<'_>) -> CResult<Tensor> {
         cpu_f32::attention(&qkv.contiguous()?, &batch.cu_seqlens, spec)
-    }
-}
-
-/// Which kernels run a model: chosen by the options, or by the device and dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kernels {
-    /// The fastest kernels for the device and dtype (the default): fused f32 kernels on the
-    /// CPU, bf16 matrix kernels (AMX, AVX512-BF16) for bf16 on a CPU that has them, candle's
-    /// ops on CUDA.
-    #[default]
-    Auto,
-    /// candle's ops on every device and dtype: the reference the fused kernels are tested
-    /// against, and a fallback should a fused kernel misbehave on some CPU.
-    Portable,
-}
-
-/// The backend a model instance runs on (decided once, at load).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BackendKind {
-    Portable,
-    CpuF32,
-    CpuBf16,
-}
-
-impl BackendKind {
-    /// Pick the backend for `device` and the requested compute `dtype`; returns it with the
-    /// dtype activations will have. On a CPU, bf16 runs the bf16 kernels where the CPU has
-    /// bf16 matrix instructions, and f32 elsewhere (said in one line); f16 runs in f32.
-    pub(crate) fn choose(kernels: Kernels, device: &Device, dtype: DType) -> (Self, DType) {
-        if kernels == Kernels::Portable || !device.is_cpu() {
-            return (BackendKind::Portable, dtype);
-        }
-        match dtype {
-            DType::BF16 => match cpu_bf16::available_path() {
-                Some(path) => {
-                    tracing::info!(
-                        ?path,
-                        "bf16 on the CPU: packed bf16 weights, f32 accumulation"
-                    );
-                    (BackendKind::CpuBf16, DType::BF16)
-                }
-                None => {
-                    tracing::warn!(
-                        "this CPU has no bf16 matrix instructions (AMX or AVX512-BF16): computing in f32"
-                    );
-                    (BackendKind::CpuF32, DType::F32)
-                }
-            },
-            DType::F32 => (BackendKind::CpuF32, DType::F32),
-            other => {
-                tracing::warn!(dtype = ?other, "no CPU kernels for this dtype: computing in f32");
-                (BackendKind::CpuF32, DType::F32)
-            }
-        }
-    }
-
-    /// The dtype checkpoint tensors are read in: the fused CPU backends read f32 and convert
-    /// (or pack) each tensor as it loads.
-    pub(crate) fn weights_dtype(self, activations: DType) -> DType {
-        match self {
-            BackendKind::Portable => activations,
-            BackendKind::CpuF32 | BackendKind::CpuBf16 => DType::F32,
-        }
     }
 }

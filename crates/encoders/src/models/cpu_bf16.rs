@@ -25,7 +25,7 @@ use super::attention::AttentionSpec;
 use super::backend::Backend;
 use super::bf16gemm::{self, Epilogue, PackedB, Path, Residual};
 use super::cpu_f32::{self, CpuPath};
-use super::layers::Activation;
+use super::ops::Activation;
 use super::packed::PackedBatch;
 use crate::error::{EncoderError, Result};
 

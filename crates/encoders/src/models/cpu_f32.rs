@@ -29,7 +29,7 @@ use candle_core::{Device, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::attention::AttentionSpec;
-use super::layers::Activation;
+use super::ops::Activation;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -1355,7 +1355,7 @@ mod tests {
     #[test]
     fn fused_attention_matches_candle_ops() {
         use crate::models::attention::{self, QkNorm};
-        use crate::models::layers::Rope;
+        use crate::models::ops::Rope;
         use crate::models::packed::PackedBatch;
         use crate::tokenizer::EncodedPair;
         let dev = Device::Cpu;

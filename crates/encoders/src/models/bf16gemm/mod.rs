@@ -31,7 +31,7 @@ mod tests;
 
 use std::cell::RefCell;
 
-pub(crate) use super::layers::Activation;
+pub(crate) use super::ops::Activation;
 pub use detect::{amx_available, avx512bf16_available};
 pub use pack::PackedB;
 
